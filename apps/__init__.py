@@ -1,0 +1,1 @@
+"""Serve applications (gateway, rag, agent, video, detective), each with its Gradio tab."""

@@ -1,0 +1,110 @@
+"""How apps and UI tabs reach Conductor's serving layer: the gateway's OpenAI-compatible HTTP API.
+
+Apps are clients of the gateway (not of an engine), so fallback, caching, metrics and keys apply to them too.
+Inside Serve replicas the base URL and internal key come from the environment that `conductor up` sets:
+CONDUCTOR_BASE_URL (default http://127.0.0.1:8000) and CONDUCTOR_API_KEY.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+
+class ConductorAPIError(RuntimeError):
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+def default_base_url() -> str:
+    return os.environ.get("CONDUCTOR_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+
+
+class ConductorClient:
+    """Small sync client: chat (whole or streamed), embeddings, models, and raw JSON calls to app routes."""
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 120.0):
+        self.base_url = (base_url or default_base_url()).rstrip("/")
+        key = api_key if api_key is not None else os.environ.get("CONDUCTOR_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "ConductorClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- generic -------------------------------------------------------------------------------------------
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        r = self._http.request(method, path, **kw)
+        if r.status_code >= 400:
+            raise ConductorAPIError(r.status_code, _error_message(r))
+        return r.json() if r.content else None
+
+    def post_json(self, path: str, body: dict[str, Any]) -> Any:
+        return self.request("POST", path, json=body)
+
+    def stream_sse(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """POST and yield each `data:` JSON event of a server-sent event stream until `[DONE]`."""
+        with self._http.stream("POST", path, json=body) as r:
+            if r.status_code >= 400:
+                r.read()
+                raise ConductorAPIError(r.status_code, _error_message(r))
+            for line in r.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                yield json.loads(data)
+
+    # --- OpenAI-shaped -------------------------------------------------------------------------------------
+    def models(self) -> list[str]:
+        return [m["id"] for m in self.request("GET", "/v1/models")["data"]]
+
+    def chat(self, messages: list[dict[str, Any]], model: str | None = None, **kw: Any) -> dict[str, Any]:
+        """Returns the whole OpenAI chat.completion object."""
+        body = {"messages": messages, **kw}
+        if model:
+            body["model"] = model
+        return self.post_json("/v1/chat/completions", body)
+
+    def chat_text(self, messages: list[dict[str, Any]], model: str | None = None, **kw: Any) -> str:
+        return self.chat(messages, model, **kw)["choices"][0]["message"].get("content") or ""
+
+    def chat_stream(self, messages: list[dict[str, Any]], model: str | None = None, **kw: Any) -> Iterator[str]:
+        """Yields only the new text of each chunk."""
+        body = {"messages": messages, "stream": True, **kw}
+        if model:
+            body["model"] = model
+        for chunk in self.stream_sse("/v1/chat/completions", body):
+            for choice in chunk.get("choices", []):
+                piece = (choice.get("delta") or {}).get("content")
+                if piece:
+                    yield piece
+
+    def embed(self, texts: list[str], model: str | None = None) -> list[list[float]]:
+        body: dict[str, Any] = {"input": texts}
+        if model:
+            body["model"] = model
+        data = self.post_json("/v1/embeddings", body)["data"]
+        return [d["embedding"] for d in sorted(data, key=lambda d: d["index"])]
+
+
+def _error_message(r: httpx.Response) -> str:
+    try:
+        body = r.json()
+        err = body.get("error", body)
+        return err.get("message", str(err)) if isinstance(err, dict) else str(err)
+    except Exception:
+        return r.text[:500]

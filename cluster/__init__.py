@@ -1,0 +1,1 @@
+"""Cluster layer: config, the local Ray head, Serve application assembly, job submission and the CLI."""

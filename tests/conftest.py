@@ -1,0 +1,72 @@
+"""Session-wide real components shared by every test module.
+
+- `ray_cluster`: one local Ray cluster for the whole run (Ray Train, Ray Data and Serve all use it).
+- `serve_stack`: the whole Conductor Serve stack on free loopback ports (see tests/stack.py).
+- `minilm`: the packaged sentence-transformers embedder, loaded once.
+- `shared_dir`: ../shared when present (tests that need it skip with a reason when it is not).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a model hub
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A local Ray head with more logical CPUs than cores, so Serve, Train and Data can share 2 real cores."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=8,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                                      "TOKENIZERS_PARALLELISM": "false"}},
+        )
+    yield ray
+    # Serve (if started) is torn down by its own fixture; Ray itself at the end of the session.
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from deployments.embedder_local import shared_embedder
+
+    return shared_embedder("packaged:minilm")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    d = REPO.parent / "shared"
+    if not d.is_dir():
+        pytest.skip("../shared is not present on this machine")
+    return d
+
+
+@pytest.fixture(scope="session")
+def serve_stack(ray_cluster, tmp_path_factory):
+    """The full Conductor stack (gateway + LLM + embedder + apps) on a free port. Yields tests.stack.Stack."""
+    from tests.stack import start_stack
+
+    stack = start_stack(tmp_path_factory.mktemp("stack"), port=free_port())
+    try:
+        yield stack
+    finally:
+        stack.stop()
