@@ -1,0 +1,169 @@
+"""What every Conductor HTTP ingress shares: OpenAI-style errors, API keys, body limits, rate limits.
+
+Every Serve application's FastAPI app calls `install_common(app, config)`; the gateway and each app enforce the
+same keys and limits because each is reachable through the same Serve proxy.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import threading
+import time
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from cluster.config import ConductorConfig
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+# Paths anyone on the bind address may read: liveness, and the UI's own static/queue routes (the UI does its own
+# login when keys are required).
+PUBLIC_PREFIXES = ("/healthz", "/ui")
+
+
+class APIError(Exception):
+    """Raise anywhere in a route: becomes {"error": {...}} with this status. Use 4xx for the caller's mistakes."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
+
+
+def error_body(message: str, type_: str = "invalid_request_error", code: str | None = None,
+               param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_response(status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
+                   param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(message, type_, code, param), status_code=status, headers=headers)
+
+
+def load_api_keys(config: ConductorConfig, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """`user:key,user2:key2` (or bare keys, user = key's prefix) from the env var the config names -> {key: user}."""
+    raw = (environ if environ is not None else os.environ).get(config.server.api_keys_env, "")
+    keys: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        user, _, key = item.rpartition(":")
+        keys[key] = user or f"key-{key[:4]}"
+    internal = (environ if environ is not None else os.environ).get("CONDUCTOR_API_KEY")
+    if internal:
+        keys.setdefault(internal, "conductor-internal")
+    return keys
+
+
+def keys_required(config: ConductorConfig, keys: dict[str, str]) -> bool:
+    if config.server.require_api_key is not None:
+        return config.server.require_api_key
+    return config.server.host not in LOOPBACK or any(u != "conductor-internal" for u in keys.values())
+
+
+class RateLimiter:
+    """Fixed one-minute windows per user, in this replica's memory (Redis-backed variant: deployments.ratelimit)."""
+
+    def __init__(self, per_minute: int):
+        self.per_minute = per_minute
+        self._counts: dict[tuple[str, int], int] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, user: str) -> tuple[bool, int]:
+        if self.per_minute <= 0:
+            return True, 0
+        window = int(time.time() // 60)
+        with self._lock:
+            self._counts = {k: v for k, v in self._counts.items() if k[1] >= window}
+            n = self._counts.get((user, window), 0) + 1
+            self._counts[(user, window)] = n
+        return n <= self.per_minute, 60 - int(time.time() % 60)
+
+
+def bearer_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+def install_common(app: FastAPI, config: ConductorConfig, max_body_bytes: int | None = None) -> None:
+    """Error handlers, API-key check, rate limit, and a body-size cap checked before the body is parsed."""
+    keys = load_api_keys(config)
+    required = keys_required(config, keys)
+    limiter = RateLimiter(config.server.rate_limit_per_minute)
+    limit = max_body_bytes or config.server.max_body_bytes
+
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.type, exc.code, exc.param)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        first = errs[0] if errs else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        msg = f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request")
+        if first.get("type") == "json_invalid":
+            msg = "request body is not valid JSON"
+        return error_response(400, msg, param=where or None)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), "invalid_request_error" if exc.status_code < 500
+                              else "server_error", headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(500, f"internal error: {type(exc).__name__}", "server_error")
+
+    @app.middleware("http")
+    async def _guard(request: Request, call_next):  # type: ignore[no-untyped-def]
+        path = request.scope.get("path", "")
+        rel = path[len(request.scope.get("root_path", "")):] if path.startswith(request.scope.get("root_path", "")) else path
+        user = "anonymous"
+        if required and not rel.startswith(PUBLIC_PREFIXES):
+            key = bearer_key(request)
+            match = next((u for k, u in keys.items() if key and hmac.compare_digest(k, key)), None)
+            if match is None:
+                return error_response(401, "missing or invalid API key (send Authorization: Bearer <key>)",
+                                      "authentication_error", "invalid_api_key")
+            user = match
+        request.state.user = user
+        if not rel.startswith(PUBLIC_PREFIXES):
+            ok, retry = limiter.allow(user)
+            if not ok:
+                return error_response(429, f"rate limit of {limiter.per_minute} requests/minute exceeded",
+                                      "rate_limit_error", "rate_limited", headers={"Retry-After": str(retry)})
+        declared = request.headers.get("content-length")
+        if declared is not None and not request.headers.get("content-type", "").startswith("multipart/"):
+            try:
+                too_big = int(declared) > limit
+            except ValueError:
+                return error_response(400, "invalid Content-Length header")
+            if too_big:
+                return error_response(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes",
+                                      code="body_too_large")
+        return await call_next(request)
+
+
+async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
+    """Read at most `limit` bytes (chunked bodies too), then parse: 413 / 400 with a reason, never a 500."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise APIError(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise APIError(400, "request body is empty; expected a JSON object")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise APIError(400, f"request body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise APIError(400, "request body must be a JSON object")
+    return body
