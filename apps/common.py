@@ -6,9 +6,11 @@ same keys and limits because each is reachable through the same Serve proxy.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import os
+import secrets
 import threading
 import time
 from typing import Any
@@ -44,23 +46,50 @@ def error_response(status: int, message: str, type_: str = "invalid_request_erro
     return JSONResponse(error_body(message, type_, code, param), status_code=status, headers=headers)
 
 
-def load_api_keys(config: ConductorConfig, environ: dict[str, str] | None = None) -> dict[str, str]:
-    """`user:key,user2:key2` (or bare keys, user = key's prefix) from the env var the config names -> {key: user}."""
-    raw = (environ if environ is not None else os.environ).get(config.server.api_keys_env, "")
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def parse_api_keys(raw: str) -> dict[str, str]:
+    """`user:key,user2:key2` (or bare keys) -> {key: user}."""
     keys: dict[str, str] = {}
     for item in filter(None, (p.strip() for p in raw.split(","))):
         user, _, key = item.rpartition(":")
         keys[key] = user or f"key-{key[:4]}"
-    internal = (environ if environ is not None else os.environ).get("CONDUCTOR_API_KEY")
-    if internal:
-        keys.setdefault(internal, "conductor-internal")
     return keys
+
+
+def with_deploy_secrets(config: ConductorConfig, environ: dict[str, str] | None = None) -> ConductorConfig:
+    """Run where the operator's environment is (the CLI / driver): hash the user keys and mint the internal key
+    that apps use to call the gateway. Replicas receive only hashes (plus the internal key)."""
+    env = os.environ if environ is None else environ
+    hashes = {hash_key(k): u for k, u in parse_api_keys(env.get(config.server.api_keys_env, "")).items()}
+    internal = config.server.internal_api_key or env.get("CONDUCTOR_API_KEY") or secrets.token_urlsafe(24)
+    server = config.server.model_copy(update={"api_key_hashes": {**config.server.api_key_hashes, **hashes},
+                                              "internal_api_key": internal})
+    return config.model_copy(update={"server": server})
+
+
+def load_api_keys(config: ConductorConfig) -> dict[str, str]:
+    """sha256(key) -> user, including the internal key."""
+    hashes = dict(config.server.api_key_hashes)
+    if config.server.internal_api_key:
+        hashes.setdefault(hash_key(config.server.internal_api_key), "conductor-internal")
+    return hashes
 
 
 def keys_required(config: ConductorConfig, keys: dict[str, str]) -> bool:
     if config.server.require_api_key is not None:
         return config.server.require_api_key
     return config.server.host not in LOOPBACK or any(u != "conductor-internal" for u in keys.values())
+
+
+def export_client_env(config: ConductorConfig) -> None:
+    """Inside a replica: let `ConductorClient()` find the gateway and authenticate as the internal user."""
+    host = config.server.host if config.server.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    os.environ.setdefault("CONDUCTOR_BASE_URL", f"http://{host}:{config.server.port}")
+    if config.server.internal_api_key:
+        os.environ.setdefault("CONDUCTOR_API_KEY", config.server.internal_api_key)
 
 
 class RateLimiter:
@@ -91,6 +120,7 @@ def bearer_key(request: Request) -> str | None:
 
 def install_common(app: FastAPI, config: ConductorConfig, max_body_bytes: int | None = None) -> None:
     """Error handlers, API-key check, rate limit, and a body-size cap checked before the body is parsed."""
+    export_client_env(config)
     keys = load_api_keys(config)
     required = keys_required(config, keys)
     limiter = RateLimiter(config.server.rate_limit_per_minute)
@@ -126,7 +156,8 @@ def install_common(app: FastAPI, config: ConductorConfig, max_body_bytes: int | 
         user = "anonymous"
         if required and not rel.startswith(PUBLIC_PREFIXES):
             key = bearer_key(request)
-            match = next((u for k, u in keys.items() if key and hmac.compare_digest(k, key)), None)
+            digest = hash_key(key) if key else ""
+            match = next((u for h, u in keys.items() if digest and hmac.compare_digest(h, digest)), None)
             if match is None:
                 return error_response(401, "missing or invalid API key (send Authorization: Bearer <key>)",
                                       "authentication_error", "invalid_api_key")

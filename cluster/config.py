@@ -107,6 +107,13 @@ class ServerConfig(_Strict):
     max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1024, description="Largest file upload (RAG docs, video).")
     request_timeout_s: float = Field(120.0, gt=0, description="Total time a chat request may take across fallbacks.")
     cache_size: int = Field(256, ge=0, description="Entries in the exact-match response cache (temperature 0 only).")
+    api_key_hashes: dict[str, str] = Field(
+        default_factory=dict,
+        description="sha256(key) -> user. Filled at deploy time from api_keys_env, so replicas never hold user keys.",
+    )
+    internal_api_key: str | None = Field(
+        None, description="Generated at deploy time; apps inside Serve use it to call the gateway. Do not set by hand."
+    )
     gateway: DeploymentResources = Field(
         default_factory=lambda: DeploymentResources(num_cpus=0.2, max_ongoing_requests=256)
     )
@@ -127,23 +134,108 @@ class RagConfig(_Strict):
     data_dir: str = Field("~/.conductor/rag", description="Where the embedded Qdrant keeps collections.")
     qdrant_url: str | None = Field(None, description="A Qdrant server URL; None uses the embedded store.")
     qdrant_api_key_env: str | None = Field(None, description="Env var holding the Qdrant API key.")
+    store: Literal["edge", "client-local"] = Field(
+        "edge", description="Embedded engine when no URL is set: qdrant-edge-py (fast, default) or qdrant-client's "
+        "local mode.")
+    embedding_model: str = Field("packaged:minilm", description="Embedder for chunks and queries (in-process).")
     chat_model: str = Field("smollm2", description="Model id used to write answers.")
+    judge_model: str | None = Field(None, description="Model id for LLM-judged faithfulness; None = lexical overlap.")
+    chunking: Literal["fixed", "recursive", "structure"] = Field("structure", description="Default chunking.")
+    chunk_size: int = Field(800, ge=100, le=20000, description="Target chunk size in characters.")
+    chunk_overlap: int = Field(100, ge=0, le=5000, description="Characters shared by neighbouring fixed chunks.")
+    top_k: int = Field(5, ge=1, le=100, description="Passages retrieved per question.")
+    fetch_k: int = Field(40, ge=1, le=1000, description="Candidates each retriever prefetches before fusion.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
+    low_relevance_threshold: float = Field(
+        0.3, description="Below this best dense cosine the answer carries a low-relevance warning.")
+    reranker: str | None = Field(
+        None, description="Local sentence-transformers CrossEncoder dir for rerank; None = built-in rescoring.")
+    ingest_roots: list[str] = Field(
+        default_factory=list, description="Server folders the HTTP API may ingest by path (uploads always allowed).")
+    max_context_chars: int = Field(6000, ge=500, description="Context budget in the answer prompt.")
     resources: DeploymentResources = Field(default_factory=lambda: DeploymentResources(num_cpus=0.1))
     options: dict[str, Any] = Field(default_factory=dict, description="Free-form RAG settings (see apps/rag).")
 
 
+class VideoLimits(_Strict):
+    """What an untrusted file may claim before it is decoded; checked by a bounded probe in a killable worker."""
+
+    max_bytes: int = Field(2 * 1024**3, ge=1024, description="Largest file accepted (uploads are also capped by "
+                           "server.max_upload_bytes while streaming to disk).")
+    max_width: int = Field(7680, ge=16, description="Widest frame accepted (pixels).")
+    max_height: int = Field(4320, ge=16, description="Tallest frame accepted (pixels).")
+    max_pixels: int = Field(7680 * 4320, ge=256, description="Largest width×height accepted.")
+    max_duration_s: float = Field(4 * 3600.0, gt=0, description="Longest video accepted (seconds).")
+    max_fps: float = Field(240.0, gt=0, description="Highest frame rate accepted.")
+    max_streams: int = Field(16, ge=1, description="Most streams (video+audio+subtitle+data) a container may hold.")
+    probe_bytes: int = Field(5_000_000, ge=32_768, description="FFmpeg probesize: bytes read to find streams.")
+    probe_duration_s: float = Field(5.0, gt=0, description="FFmpeg analyzeduration: media seconds probed.")
+    probe_timeout_s: float = Field(10.0, gt=0, description="Wall-clock limit of the probe worker before it is killed.")
+    worker_memory_mb: int = Field(2048, ge=256, description="Address-space cap of the probe/decode worker process.")
+    decode_timeout_s: float = Field(1800.0, gt=0, description="Wall-clock limit of one video's decode worker.")
+
+
 class VideoConfig(_Strict):
     enabled: bool = True
-    data_dir: str = Field("~/.conductor/video")
+    data_dir: str = Field("~/.conductor/video", description="Embedded Qdrant store, analyses and thumbnails.")
+    qdrant_url: str | None = Field(None, description="A Qdrant server URL; None uses the embedded local store.")
+    qdrant_api_key_env: str | None = Field(None, description="Env var holding the Qdrant API key.")
+    collection: str = Field("video_segments", description="Qdrant collection holding one point per segment.")
     vision_model: str | None = Field(None, description="CLIP/SigLIP local dir or hub id; None disables visual search.")
+    caption_model: str | None = Field(None, description="Model id (on the gateway) that accepts images in messages "
+                                      "to caption key frames; None skips captions.")
+    chat_model: str | None = Field(None, description="Model id that writes summaries; None uses default_model.")
+    embedding_model: str = Field("packaged:minilm", description="In-process text embedder for transcript + OCR.")
+    asr_model: str = Field("packaged:whisper-base", description="faster-whisper model dir, `packaged:whisper-base`, "
+                           "or `none` to skip speech.")
+    asr_language: str | None = Field("en", description="Spoken language; None lets Whisper detect it.")
+    sampling: Literal["uniform", "keyframes", "scene"] = Field("scene", description="Frame sampling strategy.")
+    sample_fps: float = Field(2.0, gt=0, le=60, description="uniform/scene: frames analysed per second of video.")
+    analysis_width: int = Field(320, ge=32, le=1920, description="Frames are scaled to this width for analysis.")
+    scene_threshold: float = Field(0.35, gt=0, le=2, description="Histogram distance that counts as a cut.")
+    min_scene_s: float = Field(0.5, ge=0, description="Cuts closer than this to the previous one are ignored.")
+    max_segment_s: float = Field(30.0, gt=1, description="Long shots are split into segments of at most this.")
+    ocr: bool = Field(True, description="Run OCR on each segment's representative frames.")
+    ocr_frames_per_segment: int = Field(2, ge=1, le=16, description="Frames read by OCR per segment.")
+    ray_workers: int = Field(2, ge=1, description="Actor-pool size of each model stage in the Ray Data pipeline.")
+    limits: VideoLimits = Field(default_factory=VideoLimits)
     resources: DeploymentResources = Field(default_factory=lambda: DeploymentResources(num_cpus=0.1))
     options: dict[str, Any] = Field(default_factory=dict, description="Free-form video settings (see apps/video).")
 
 
+class AgentSandboxConfig(_Strict):
+    """Limits of the agent's Python sandbox (a separate process; see apps/agent/sandbox.py)."""
+
+    wall_s: float = Field(10.0, gt=0, le=600, description="Wall-clock limit; the process group is killed after it.")
+    cpu_s: int = Field(5, ge=1, le=600, description="CPU seconds (RLIMIT_CPU).")
+    memory_mb: int = Field(256, ge=32, le=16384, description="Address-space limit (RLIMIT_AS) in MiB.")
+    max_output_bytes: int = Field(16_384, ge=256, description="stdout/stderr bytes returned to the agent.")
+    max_file_bytes: int = Field(1_048_576, ge=4096, description="Largest file the code may write (RLIMIT_FSIZE).")
+    max_processes: int = Field(16, ge=1, description="RLIMIT_NPROC for the unprivileged sandbox user.")
+    allow_network: bool = Field(False, description="Run even where no network namespace can be made (unsafe).")
+
+
 class AgentConfig(_Strict):
     enabled: bool = True
-    chat_model: str = Field("smollm2")
+    chat_model: str = Field("smollm2", description="Model id the agent sends to the chat API.")
     data_dir: str = Field("~/.conductor/agent", description="Traces and paused runs.")
+    default_agent: str = Field("assistant", description="Agent used when a request names none.")
+    mode: Literal["auto", "native", "react"] = Field(
+        "auto", description="native: OpenAI tools/tool_calls; react: JSON steps (constrained by a JSON schema when "
+        "`constrained`); auto: react for local llama.cpp models, native otherwise.")
+    native_models: list[str] = Field(default_factory=list, description="Model ids that `auto` drives natively.")
+    constrained: bool = Field(True, description="react mode: send a JSON schema so every step is a valid call.")
+    max_steps: int = Field(8, ge=1, le=100, description="Model turns per run before stopping with max_steps.")
+    max_seconds: float = Field(120.0, gt=0, description="Wall-time budget per run (stopped_reason budget).")
+    max_tokens: int = Field(20000, ge=100, description="Prompt + completion tokens per run (stopped_reason budget).")
+    step_max_tokens: int = Field(256, ge=16, description="max_tokens of each model turn.")
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature of each model turn.")
+    repeat_limit: int = Field(3, ge=2, description="The Nth identical tool call (same tool + args) stops the run.")
+    parallel_tool_calls: int = Field(4, ge=1, le=32, description="Calls of one step run concurrently, at most this many.")
+    max_observation_chars: int = Field(4000, ge=100, description="Tool output longer than this is truncated.")
+    file_roots: list[str] = Field(default_factory=list, description="Folders the read_file tool may read.")
+    rag_collection: str = Field("default", description="Collection the search_documents tool searches.")
+    sandbox: AgentSandboxConfig = Field(default_factory=AgentSandboxConfig)
     resources: DeploymentResources = Field(default_factory=lambda: DeploymentResources(num_cpus=0.1))
     options: dict[str, Any] = Field(default_factory=dict, description="Free-form agent settings (see apps/agent).")
 

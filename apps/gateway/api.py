@@ -1,0 +1,211 @@
+"""The OpenAI-compatible HTTP surface: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models,
+plus /healthz, /metrics and /v1/status. Built inside the gateway replica by `build_api(gateway)`."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+
+from apps.common import APIError, error_body, install_common, read_json_body
+from apps.gateway.cache import cache_key
+from apps.gateway.router import RoutedModel
+from apps.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+from deployments.engines.base import EngineError
+
+BACKEND_HEADER = "x-conductor-backend"
+
+
+def _validate(model_cls: Any, body: dict[str, Any]) -> Any:
+    try:
+        return model_cls.model_validate(body)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise APIError(400, f"{where}: {first.get('msg')}" if where else first.get("msg", "invalid request"),
+                       param=where or None) from None
+
+
+def build_api(gw: Any) -> FastAPI:
+    """`gw` is the Gateway replica: it holds config, router, metrics, cache and the embedder handle."""
+    app = FastAPI(title="Conductor", description="OpenAI-compatible API for local and hosted models.",
+                  version="0.1.0")
+    install_common(app, gw.config)
+    limit = gw.config.server.max_body_bytes
+
+    def resolve(name: str | None) -> RoutedModel:
+        mid = name or gw.config.default_model
+        if mid not in gw.router.models:
+            raise APIError(404, f"model {mid!r} does not exist; available: {sorted(gw.router.models)}",
+                           code="model_not_found", param="model")
+        return gw.router.models[mid]
+
+    def prepare(model: RoutedModel, parsed: Any, body: dict[str, Any]) -> dict[str, Any]:
+        ctx = min(b.config.context_length for b in model.backends)
+        budget = parsed.budget() or model.config.default_max_tokens
+        if budget >= ctx:
+            raise APIError(400, f"max_tokens={budget} does not fit the context window of model "
+                                f"{model.config.id!r} ({ctx} tokens, prompt included)",
+                           code="context_length_exceeded", param="max_tokens")
+        req = {k: v for k, v in body.items() if k not in ("max_completion_tokens",)}
+        req["max_tokens"] = budget
+        req["model"] = model.config.id
+        return req
+
+    async def generate(request: Request, endpoint: str, model_cls: Any) -> Response:
+        body = await read_json_body(request, limit)
+        parsed = _validate(model_cls, body)
+        model = resolve(parsed.model)
+        req = prepare(model, parsed, body)
+        user = getattr(request.state, "user", "anonymous")
+        if parsed.stream:
+            return await stream_response(gw, model, endpoint, req, user)
+        return await whole_response(gw, model, endpoint, req, user)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await generate(request, "chat", ChatRequest)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await generate(request, "completions", CompletionRequest)
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Response:
+        return await embeddings_response(gw, _validate(EmbeddingRequest, await read_json_body(request, limit)))
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "conductor",
+                 "backends": [b.name for b in r.backends]} for m, r in gw.router.models.items()]
+        data.append({"id": gw.config.embeddings.id, "object": "model", "created": 0, "owned_by": "conductor",
+                     "backends": ["embedder"]})
+        return {"object": "list", "data": data}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "models": gw.router.status()}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/v1/status")
+    async def status() -> dict[str, Any]:
+        return await gw.status()
+
+    return app
+
+
+def _usage(resp: dict[str, Any]) -> tuple[int, int]:
+    u = resp.get("usage") or {}
+    return int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)
+
+
+def account(gw: Any, model: RoutedModel, backend_name: str, endpoint: str, t0: float, n_in: int, n_out: int,
+            user: str) -> None:
+    m, cfg = gw.metrics, next(b.config for b in model.backends if b.name == backend_name)
+    mid = model.config.id
+    m.requests.inc(model=mid, backend=backend_name, endpoint=endpoint, status="ok")
+    m.latency.observe(time.perf_counter() - t0, model=mid, backend=backend_name, endpoint=endpoint)
+    m.tokens_in.inc(n_in, model=mid, backend=backend_name)
+    m.tokens_out.inc(n_out, model=mid, backend=backend_name)
+    cost = (n_in * cfg.cost_per_1k_input + n_out * cfg.cost_per_1k_output) / 1000.0
+    if cost:
+        m.cost.inc(cost, model=mid, backend=backend_name, user=user)
+
+
+def _failed(gw: Any, model: RoutedModel, endpoint: str, e: EngineError) -> JSONResponse:
+    gw.metrics.requests.inc(model=model.config.id, backend="", endpoint=endpoint, status=str(e.status))
+    return JSONResponse(error_body(e.message, e.type), status_code=e.status)
+
+
+async def whole_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[str, Any], user: str) -> Response:
+    t0 = time.perf_counter()
+    key = cache_key(endpoint, model.config.id, req)
+    hit = gw.cache.get(key)
+    if hit is not None:
+        gw.metrics.cache_hits.inc(model=model.config.id)
+        return JSONResponse(hit[1], headers={BACKEND_HEADER: hit[0], "x-conductor-cache": "hit"})
+    try:
+        backend, resp = await gw.router.call(model, endpoint, req)
+    except EngineError as e:
+        return _failed(gw, model, endpoint, e)
+    resp["model"] = model.config.id
+    n_in, n_out = _usage(resp)
+    account(gw, model, backend.name, endpoint, t0, n_in, n_out, user)
+    gw.cache.put(key, backend.name, resp)
+    return JSONResponse(resp, headers={BACKEND_HEADER: backend.name})
+
+
+async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[str, Any], user: str) -> Response:
+    t0 = time.perf_counter()
+    try:
+        backend, first, rest = await gw.router.open_stream(model, endpoint, req)
+    except EngineError as e:
+        return _failed(gw, model, endpoint, e)
+    mid = model.config.id
+
+    async def events() -> AsyncIterator[bytes]:
+        n_in = n_out = 0
+        first_token_seen = False
+        batches: AsyncIterator[list[dict[str, Any]]] = _prepend(first, rest)
+        try:
+            async for batch in batches:
+                out = []
+                for chunk in batch:
+                    if "error" in chunk and "choices" not in chunk:
+                        err = chunk["error"]
+                        out.append(b"data: " + json.dumps(error_body(err.get("message", "backend error"),
+                                                                     err.get("type", "server_error"))).encode() + b"\n\n")
+                        continue
+                    chunk["model"] = mid
+                    if chunk.get("usage"):
+                        n_in, n_out = _usage(chunk)
+                    if not first_token_seen and any((c.get("delta") or {}).get("content") or c.get("text")
+                                                    for c in chunk.get("choices", [])):
+                        first_token_seen = True
+                        gw.metrics.ttft.observe(time.perf_counter() - t0, model=mid, backend=backend.name)
+                    out.append(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+                yield b"".join(out)  # one write per batch: coalesced tokens stay coalesced on the wire
+            yield b"data: [DONE]\n\n"
+        finally:
+            account(gw, model, backend.name, endpoint, t0, n_in, n_out, user)
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={BACKEND_HEADER: backend.name, "cache-control": "no-cache"})
+
+
+async def _prepend(first: list[dict[str, Any]], rest: AsyncIterator[list[dict[str, Any]]]
+                   ) -> AsyncIterator[list[dict[str, Any]]]:
+    if first:
+        yield first
+    async for batch in rest:
+        yield batch
+
+
+async def embeddings_response(gw: Any, parsed: EmbeddingRequest) -> Response:
+    cfg = gw.config.embeddings
+    if parsed.model not in (None, cfg.id):
+        raise APIError(404, f"embedding model {parsed.model!r} does not exist; available: [{cfg.id!r}]",
+                       code="model_not_found", param="model")
+    texts = [parsed.input] if isinstance(parsed.input, str) else parsed.input
+    if len(texts) > cfg.max_inputs:
+        raise APIError(400, f"input has {len(texts)} items; the limit is {cfg.max_inputs}", param="input")
+    if parsed.encoding_format != "float":
+        raise APIError(400, "only encoding_format='float' is supported", param="encoding_format")
+    t0 = time.perf_counter()
+    result = await gw.embedder.embed.remote(texts)
+    vecs, tokens = result["vectors"], int(result["tokens"])
+    gw.metrics.requests.inc(model=cfg.id, backend="embedder", endpoint="embeddings", status="ok")
+    gw.metrics.latency.observe(time.perf_counter() - t0, model=cfg.id, backend="embedder", endpoint="embeddings")
+    gw.metrics.tokens_in.inc(tokens, model=cfg.id, backend="embedder")
+    return JSONResponse({"object": "list", "model": cfg.id,
+                         "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vecs)],
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
+                        headers={BACKEND_HEADER: "embedder"})

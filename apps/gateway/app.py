@@ -1,0 +1,124 @@
+"""The gateway Serve application: one ingress (OpenAI API + Gradio UI at /ui) composed with one deployment per
+local engine backend and the embeddings deployment. `build_app` is what a Serve YAML's import_path names."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from ray import serve
+
+from apps.gateway.cache import ResponseCache
+from apps.gateway.metrics import GatewayMetrics
+from apps.gateway.router import Backend, HandleBackend, InProcessBackend, RoutedModel, Router
+from cluster.config import ConductorConfig, config_from_dict
+from deployments.embedder import embedder_deployment
+from deployments.engines.base import engine_class
+from deployments.llm import llm_deployment
+
+log = logging.getLogger("conductor.gateway")
+
+# Engines that run inside the gateway process rather than in a deployment of their own.
+IN_PROCESS_ENGINES = {"openai", "vllm"}
+
+
+def serve_base_url(config: ConductorConfig) -> str:
+    host = config.server.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://{host}:{config.server.port}"
+
+
+def _start_engine(engine: Any) -> None:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(engine.start())
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join()
+    if errors:
+        raise errors[0]
+
+
+@serve.ingress()
+class Gateway:
+    def __init__(self, config: dict[str, Any], llm_handles: dict[str, Any], embedder: Any):
+        self.config = config_from_dict(config)
+        self.metrics = GatewayMetrics()
+        self.cache = ResponseCache(self.config.server.cache_size)
+        self.embedder = embedder
+        models: dict[str, RoutedModel] = {}
+        for m in self.config.models:
+            backends: list[Backend] = []
+            for b in m.backends:
+                if b.name in llm_handles:
+                    backends.append(HandleBackend(b, llm_handles[b.name]))
+                else:
+                    if b.engine == "vllm":
+                        b = b.model_copy(update={"options": {**b.options, "serve_base_url": serve_base_url(self.config)}})
+                    engine = engine_class(b.engine)(b)
+                    _start_engine(engine)
+                    backends.append(InProcessBackend(b, engine))
+            models[m.id] = RoutedModel(m, backends)
+        self.router = Router(models, self.metrics, self.config.server.request_timeout_s, self.config.breaker)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        from apps.gateway.api import build_api
+
+        app = build_api(self)
+        try:
+            import gradio as gr
+
+            from apps.gateway.ui import build_ui
+
+            app = gr.mount_gradio_app(app, build_ui(self.config), path="/ui")
+        except Exception:  # the API must come up even if a UI tab is broken; the log says why
+            log.exception("Gradio UI failed to build; /ui is unavailable")
+        return app
+
+    async def status(self) -> dict[str, Any]:
+        try:
+            st = serve.status()
+            apps = {name: {"status": str(a.status), "deployments": {
+                d: {"status": str(ds.status), "replicas": dict(ds.replica_states)}
+                for d, ds in a.deployments.items()}} for name, a in st.applications.items()}
+        except Exception as e:
+            apps = {"error": f"{type(e).__name__}: {e}"}
+        return {"applications": apps, "router": self.router.status()}
+
+
+def build_gateway(config: ConductorConfig, engine_overrides: dict[str, type] | None = None) -> Any:
+    """The bound gateway application. `engine_overrides` injects engine classes by backend name (tests)."""
+    engine_overrides = engine_overrides or {}
+    handles = {}
+    for m in config.models:
+        for b in m.backends:
+            if b.engine not in IN_PROCESS_ENGINES or b.name in engine_overrides:
+                handles[b.name] = llm_deployment(b, engine_overrides.get(b.name))
+    res = config.server.gateway
+    options: dict[str, Any] = {
+        "name": "Gateway",
+        "ray_actor_options": {"num_cpus": res.num_cpus},
+        "max_ongoing_requests": res.max_ongoing_requests,
+    }
+    if res.num_replicas:
+        options["num_replicas"] = res.num_replicas
+    else:
+        options["autoscaling_config"] = res.autoscaling.model_dump()
+    return serve.deployment(Gateway).options(**options).bind(config.model_dump(), handles,
+                                                             embedder_deployment(config.embeddings))
+
+
+def build_app(args: dict[str, Any]) -> Any:
+    """Serve YAML entry point: `import_path: apps.gateway.app:build_app`, args: {config: {...}} or {config_path}."""
+    from cluster.config import load_config
+
+    config = config_from_dict(args["config"]) if "config" in args else load_config(args.get("config_path"))
+    return build_gateway(config)

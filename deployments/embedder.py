@@ -1,0 +1,57 @@
+"""The embeddings deployment: sentence-transformers behind Serve dynamic batching.
+
+Concurrent requests are merged by `@serve.batch` into one encode call (the model is far faster per text in
+batches), then split back so each caller gets its own rows, in its own order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ray import serve
+
+from cluster.config import EmbeddingsConfig
+
+
+class Embedder:
+    def __init__(self, config: dict[str, Any]):
+        from deployments.embedder_local import LocalEmbedder
+
+        self.config = EmbeddingsConfig.model_validate(config)
+        self.local = LocalEmbedder(self.config.model)
+        self.embed_batch.set_max_batch_size(self.config.max_batch_size)
+        self.embed_batch.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    async def embed_batch(self, requests: list[list[str]]) -> list[dict[str, Any]]:
+        flat = [t for texts in requests for t in texts]
+        vecs = await asyncio.to_thread(self.local.embed, flat)
+        tokens = await asyncio.to_thread(self.local.count_tokens, flat)
+        out, i = [], 0
+        for texts in requests:
+            n = len(texts)
+            share = tokens * n // max(1, len(flat))
+            out.append({"vectors": vecs[i:i + n].tolist(), "tokens": share})
+            i += n
+        return out
+
+    async def embed(self, texts: list[str]) -> dict[str, Any]:
+        return await self.embed_batch(texts)
+
+    def info(self) -> dict[str, Any]:
+        return {"id": self.config.id, "dim": self.local.dim, "max_tokens": self.local.max_tokens}
+
+
+def embedder_deployment(cfg: EmbeddingsConfig) -> Any:
+    res = cfg.resources
+    options: dict[str, Any] = {
+        "name": "Embedder",
+        "ray_actor_options": {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus},
+        "max_ongoing_requests": max(res.max_ongoing_requests, cfg.max_batch_size),
+    }
+    if res.num_replicas:
+        options["num_replicas"] = res.num_replicas
+    else:
+        options["autoscaling_config"] = res.autoscaling.model_dump()
+    return serve.deployment(Embedder).options(**options).bind(cfg.model_dump())

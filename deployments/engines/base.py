@@ -1,0 +1,124 @@
+"""The engine interface every LLM backend implements, and the registry the built-ins register through.
+
+Requests and responses are OpenAI-shaped dicts (the gateway validates them first), so engines that already speak
+OpenAI (llama.cpp's server, hosted APIs, vLLM) pass them through, and the others build the same shapes.
+An engine is plain Python: `deployments.llm.LLMServer` hosts one inside a Serve replica, tests and benchmarks call
+one directly.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from typing import Any, Callable
+
+from cluster.config import EngineConfig
+
+
+class EngineError(Exception):
+    """A failure with an HTTP meaning. 4xx: the caller's request is bad (never fail over on it).
+    5xx / timeouts: the backend is unwell (fail over, count towards its breaker)."""
+
+    def __init__(self, status: int, message: str, type_: str = "server_error"):
+        super().__init__(message)
+        self.status, self.message, self.type = status, message, type_
+
+    @property
+    def is_client_error(self) -> bool:
+        return 400 <= self.status < 500 and self.status not in (408, 429)
+
+
+class Engine(ABC):
+    """start() loads the model (may block for seconds); the rest answer one request each."""
+
+    def __init__(self, config: EngineConfig):
+        self.config = config
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+        """OpenAI chat.completion object (with `usage`)."""
+
+    @abstractmethod
+    def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """OpenAI chat.completion.chunk objects; the last carries `usage` when the engine knows it."""
+
+    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        raise EngineError(400, f"engine {self.config.engine!r} does not support /v1/completions", "invalid_request_error")
+
+    def complete_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        raise EngineError(400, f"engine {self.config.engine!r} does not support streaming completions",
+                          "invalid_request_error")
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        raise EngineError(400, f"engine {self.config.engine!r} does not produce embeddings", "invalid_request_error")
+
+    @abstractmethod
+    async def check_health(self) -> None:
+        """Raise if the engine cannot serve."""
+
+    def count_tokens(self, text: str) -> int:
+        """Best-effort prompt size for limits before generation; engines with a tokenizer override this."""
+        return max(1, len(text) // 4)
+
+    async def stop(self) -> None:
+        return None
+
+
+_REGISTRY: dict[str, Callable[[], type[Engine]]] = {}
+
+
+def register_engine(name: str, loader: Callable[[], type[Engine]]) -> None:
+    """Register an engine class lazily: `loader` imports it, so heavy deps load only when the engine is used.
+    Third-party engines call this too (the same registry the built-ins use)."""
+    _REGISTRY[name] = loader
+
+
+def engine_class(name: str) -> type[Engine]:
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown engine {name!r}; registered: {sorted(_REGISTRY)}")
+    return _REGISTRY[name]()
+
+
+def new_id(prefix: str = "chatcmpl") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def chat_response(model: str, text: str, finish: str, prompt_tokens: int, completion_tokens: int,
+                  message_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "id": new_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "finish_reason": finish,
+                     "message": {"role": "assistant", "content": text, **(message_extra or {})}}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+def chat_chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None = None,
+               usage: dict[str, int] | None = None) -> dict[str, Any]:
+    chunk = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    if usage is not None:
+        chunk["usage"] = usage
+    return chunk
+
+
+def _builtin(module: str, cls: str) -> Callable[[], type[Engine]]:
+    def load() -> type[Engine]:
+        import importlib
+
+        return getattr(importlib.import_module(module), cls)
+
+    return load
+
+
+register_engine("llamacpp", _builtin("deployments.engines.llamacpp", "LlamaCppEngine"))
+register_engine("transformers", _builtin("deployments.engines.transformers_engine", "TransformersEngine"))
+register_engine("openai", _builtin("deployments.engines.openai_engine", "OpenAIEngine"))
+register_engine("echo", _builtin("deployments.engines.echo", "EchoEngine"))
+register_engine("vllm", _builtin("deployments.engines.vllm_engine", "VLLMEngine"))

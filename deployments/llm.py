@@ -1,0 +1,132 @@
+"""The Serve deployment that hosts one local engine (llama.cpp, transformers, or an injected test engine).
+
+The engine class is injected (`engine_cls`) or looked up in the engine registry by name, so tests run the real
+Serve machinery around any engine. Streams are coalesced: each item sent to the caller is a *list* of the chunks
+that piled up while the previous item was in flight, so per-item transport overhead never caps tokens/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray import serve
+
+from cluster.config import DeploymentResources, EngineConfig
+from deployments.engines.base import Engine, EngineError, engine_class
+
+_END = object()
+
+
+def error_dict(e: Exception) -> dict[str, Any]:
+    """Errors cross the handle as data (not pickled exceptions), so the gateway can map them to HTTP statuses."""
+    if isinstance(e, EngineError):
+        return {"error": {"status": e.status, "message": e.message, "type": e.type}}
+    return {"error": {"status": 500, "message": f"{type(e).__name__}: {e}", "type": "server_error"}}
+
+
+class LLMServer:
+    def __init__(self, engine_config: dict[str, Any], engine_cls: type[Engine] | None = None):
+        self.config = EngineConfig.model_validate(engine_config)
+        cls = engine_cls or engine_class(self.config.engine)
+        self.engine = cls(self.config)
+        # Engines start with async code but the constructor stays sync (no `async def __init__`); a private loop
+        # in a helper thread works whether or not Serve runs this constructor inside its own event loop.
+        errors: list[BaseException] = []
+        t = threading.Thread(target=lambda: _run_catching(self.engine.start(), errors), daemon=True)
+        t.start()
+        t.join()
+        if errors:
+            raise errors[0]
+
+    async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await self.engine.chat(request)
+        except Exception as e:
+            return error_dict(e)
+
+    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await self.engine.complete(request)
+        except Exception as e:
+            return error_dict(e)
+
+    async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]]]:
+        async for batch in coalesce(self.engine.chat_stream(request)):
+            yield batch
+
+    async def complete_stream(self, request: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]]]:
+        async for batch in coalesce(self.engine.complete_stream(request)):
+            yield batch
+
+    async def embed(self, texts: list[str]) -> dict[str, Any] | list[list[float]]:
+        try:
+            return await self.engine.embed(texts)
+        except Exception as e:
+            return error_dict(e)
+
+    async def health(self) -> dict[str, Any]:
+        try:
+            await self.engine.check_health()
+            return {"ok": True}
+        except Exception as e:
+            return error_dict(e)
+
+    async def check_health(self) -> None:  # Serve's own replica health probe
+        await self.engine.check_health()
+
+
+def _run_catching(coro: Any, errors: list[BaseException]) -> None:
+    try:
+        asyncio.run(coro)
+    except BaseException as e:  # re-raised in the constructor
+        errors.append(e)
+
+
+async def coalesce(stream: Any) -> AsyncIterator[list[dict[str, Any]]]:
+    """Yield lists of whatever chunks are ready; an engine error becomes a final [{"error": ...}] item."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async for chunk in stream:
+                queue.put_nowait(chunk)
+        except Exception as e:
+            queue.put_nowait(error_dict(e))
+        finally:
+            queue.put_nowait(_END)
+
+    task = asyncio.create_task(pump())
+    try:
+        while True:
+            items = [await queue.get()]
+            while not queue.empty():
+                items.append(queue.get_nowait())
+            done = items[-1] is _END
+            if done:
+                items.pop()
+            if items:
+                yield items
+            if done:
+                return
+    finally:
+        task.cancel()
+
+
+def llm_deployment(cfg: EngineConfig, engine_cls: type[Engine] | None = None) -> Any:
+    """A bound Serve deployment for one local backend, sized from its config."""
+    res: DeploymentResources = cfg.resources
+    options: dict[str, Any] = {
+        "name": f"LLM-{cfg.name}",
+        "ray_actor_options": {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus},
+        "max_ongoing_requests": res.max_ongoing_requests,
+        "health_check_period_s": 10,
+        "graceful_shutdown_timeout_s": 5,
+    }
+    if res.num_replicas:
+        options["num_replicas"] = res.num_replicas
+    else:
+        options["autoscaling_config"] = res.autoscaling.model_dump()
+    return serve.deployment(LLMServer).options(**options).bind(cfg.model_dump(), engine_cls)

@@ -1,0 +1,406 @@
+"""Qdrant behind one small interface: the embedded engine (default) or qdrant-client (local folder or a server URL).
+
+Why two engines: `qdrant-edge-py` is Qdrant's own Rust engine in-process — measured here ~50x faster to write and
+~30x faster to search than qdrant-client's pure-Python local mode (see benchmarks/bench_rag.py, which re-measures
+it), so it is the embedded default. A configured server URL switches to qdrant-client against that server; the
+`client-local` engine (qdrant-client with `path=`) is kept as a portable fallback and is what the server code path
+is tested with (same client calls, no server binary can be installed on the project's machines).
+
+Every collection holds one point per chunk with two named vectors: `dense` (cosine) and `bm25` (sparse, Qdrant
+applies IDF at query time). Hybrid queries are Qdrant prefetches fused with RRF inside the engine.
+
+Embedded stores are single-writer: Qdrant locks a shard's WAL (edge) or the whole folder (client-local) to the
+process that opened it. A second process gets `StoreLockedError` with a reason instead of corrupting data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+DENSE, SPARSE = "dense", "bm25"
+Mode = Literal["dense", "sparse", "hybrid"]
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_META_COLLECTION = "_conductor_meta"
+
+
+class StoreError(RuntimeError):
+    """Base class: the message is meant for the user as is."""
+
+
+class StoreLockedError(StoreError):
+    pass
+
+
+class CollectionNotFound(StoreError):
+    pass
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise StoreError(f"invalid collection name {name!r}: use 1-64 letters, digits, '_' or '-'")
+    return name
+
+
+def point_id(*parts: str) -> str:
+    """Deterministic ids, so re-running an interrupted ingestion overwrites instead of duplicating."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "\x1f".join(parts)))
+
+
+@dataclass
+class StorePoint:
+    id: str
+    dense: list[float]
+    sparse: tuple[list[int], list[float]]
+    payload: dict[str, Any]
+
+
+@dataclass
+class StoreHit:
+    id: str
+    score: float
+    payload: dict[str, Any]
+    dense: list[float] | None = field(default=None, repr=False)
+
+
+class VectorStore(ABC):
+    engine: str = "?"
+
+    @abstractmethod
+    def list_collections(self) -> list[str]: ...
+
+    @abstractmethod
+    def create_collection(self, name: str, dim: int, meta: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def get_meta(self, name: str) -> dict[str, Any]:
+        """Raises CollectionNotFound."""
+
+    @abstractmethod
+    def set_meta(self, name: str, meta: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def delete_collection(self, name: str) -> None: ...
+
+    @abstractmethod
+    def upsert(self, name: str, points: list[StorePoint]) -> None: ...
+
+    @abstractmethod
+    def delete_where(self, name: str, key: str, values: list[Any]) -> None:
+        """Delete every point whose payload[key] is one of values."""
+
+    @abstractmethod
+    def iter_payloads(self, name: str, fields: list[str]) -> Iterator[dict[str, Any]]: ...
+
+    @abstractmethod
+    def count(self, name: str) -> int: ...
+
+    @abstractmethod
+    def query(self, name: str, dense: list[float] | None, sparse: tuple[list[int], list[float]] | None,
+              mode: Mode, limit: int, fetch_k: int, rrf_k: int = 60,
+              weights: tuple[float, float] | None = None) -> list[StoreHit]: ...
+
+    def retrieve_by(self, name: str, key: str, value: Any) -> list[dict[str, Any]]:
+        """Payloads of the points with payload[key] == value (a document's chunks, for citation context)."""
+        return [p for p in self.iter_payloads(name, []) if p.get(key) == value]
+
+    def close(self) -> None:
+        pass
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.get_meta(name)
+            return True
+        except CollectionNotFound:
+            return False
+
+
+# --------------------------------------------------------------------------------------------------------------
+# qdrant-edge-py: Qdrant's engine in this process
+# --------------------------------------------------------------------------------------------------------------
+class EdgeStore(VectorStore):
+    """One Edge shard per collection under `root/<name>/shard`, its settings in `root/<name>/collection.json`."""
+
+    engine = "edge"
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._shards: dict[str, Any] = {}
+
+    def _meta_path(self, name: str) -> Path:
+        return self.root / check_name(name) / "collection.json"
+
+    def list_collections(self) -> list[str]:
+        return sorted(p.parent.name for p in self.root.glob("*/collection.json"))
+
+    def get_meta(self, name: str) -> dict[str, Any]:
+        p = self._meta_path(name)
+        if not p.is_file():
+            raise CollectionNotFound(f"collection {name!r} does not exist")
+        return json.loads(p.read_text())
+
+    def set_meta(self, name: str, meta: dict[str, Any]) -> None:
+        p = self._meta_path(name)
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta, indent=1))
+        tmp.replace(p)  # atomic: a crash never leaves half a settings file
+
+    def create_collection(self, name: str, dim: int, meta: dict[str, Any]) -> None:
+        import qdrant_edge as q
+
+        d = self.root / check_name(name)
+        cfg = q.EdgeConfig(
+            vectors={DENSE: q.EdgeVectorParams(size=dim, distance=q.Distance.Cosine)},
+            sparse_vectors={SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)},
+            # Without an explicit HNSW config the optimizer's defaults gave poor recall here (STACK.md).
+            hnsw_config=q.HnswIndexConfig(m=16, ef_construct=128, full_scan_threshold=10_000),
+        )
+        if (d / "shard").exists():
+            shutil.rmtree(d / "shard")  # a shard without collection.json is a half-created leftover
+        d.mkdir(parents=True, exist_ok=True)
+        self._shards[name] = self._wrap_lock(name, lambda: q.EdgeShard.create(str(d / "shard"), cfg))
+        self.set_meta(name, meta)
+
+    def _wrap_lock(self, name: str, fn: Any) -> Any:
+        try:
+            return fn()
+        except Exception as e:  # the Rust binding raises a plain Exception; WouldBlock is the WAL lock
+            if "WouldBlock" in str(e) or "lock" in str(e).lower():
+                raise StoreLockedError(
+                    f"collection {name!r} is open in another process (a running Conductor server?): use its HTTP "
+                    f"API (`--url`) or stop it; store: {self.root}") from None
+            raise StoreError(f"collection {name!r}: cannot open the Qdrant shard: {e}") from None
+
+    def _shard(self, name: str) -> Any:
+        import qdrant_edge as q
+
+        if name not in self._shards:
+            self.get_meta(name)
+            self._shards[name] = self._wrap_lock(name, lambda: q.EdgeShard.load(str(self.root / name / "shard")))
+        return self._shards[name]
+
+    def delete_collection(self, name: str) -> None:
+        shard = self._shards.pop(name, None)
+        if shard is not None:
+            shard.close()
+        self.get_meta(name)
+        shutil.rmtree(self.root / name)
+
+    def upsert(self, name: str, points: list[StorePoint]) -> None:
+        import qdrant_edge as q
+
+        if not points:
+            return
+        pts = [q.Point(p.id, {DENSE: [float(x) for x in p.dense], SPARSE: q.SparseVector(*p.sparse)}, p.payload)
+               for p in points]
+        shard = self._shard(name)
+        shard.update(q.UpdateOperation.upsert_points(pts))
+        shard.flush()  # durable per batch: an interrupted ingestion resumes from what is on disk
+
+    def delete_where(self, name: str, key: str, values: list[Any]) -> None:
+        import qdrant_edge as q
+
+        if not values:
+            return
+        flt = q.Filter(must=[q.FieldCondition(key, match=q.MatchAny(list(values)))])
+        shard = self._shard(name)
+        shard.update(q.UpdateOperation.delete_points_by_filter(flt))
+        shard.flush()
+
+    def iter_payloads(self, name: str, fields: list[str]) -> Iterator[dict[str, Any]]:
+        import qdrant_edge as q
+
+        shard, offset = self._shard(name), None
+        while True:
+            recs, offset = shard.scroll(q.ScrollRequest(offset=offset, limit=512, with_payload=fields or True))
+            for r in recs:
+                yield dict(r.payload or {}, _id=str(r.id))
+            if offset is None:
+                return
+
+    def count(self, name: str) -> int:
+        import qdrant_edge as q
+
+        return int(self._shard(name).count(q.CountRequest()))
+
+    def query(self, name, dense, sparse, mode, limit, fetch_k, rrf_k=60, weights=None):  # type: ignore[override]
+        import qdrant_edge as q
+
+        dq = q.Query.Nearest([float(x) for x in dense], using=DENSE) if dense is not None else None
+        sq = q.Query.Nearest(q.SparseVector(*sparse), using=SPARSE) if sparse is not None and sparse[0] else None
+        common = dict(with_payload=True, with_vector=[DENSE])
+        if mode == "dense":
+            req = q.QueryRequest(limit=limit, query=dq, **common)
+        elif mode == "sparse":
+            if sq is None:
+                return []
+            req = q.QueryRequest(limit=limit, query=sq, **common)
+        else:
+            pre = [q.Prefetch(limit=fetch_k, query=dq)] + ([q.Prefetch(limit=fetch_k, query=sq)] if sq else [])
+            w = list(weights) if weights and sq else None
+            req = q.QueryRequest(limit=limit, prefetches=pre, query=q.Fusion.Rrf(k=rrf_k, weights=w), **common)
+        out = []
+        for p in self._shard(name).query(req):
+            vec = (p.vector or {}).get(DENSE) if isinstance(p.vector, dict) else None
+            out.append(StoreHit(str(p.id), float(p.score), dict(p.payload or {}), vec))
+        return out
+
+    def close(self) -> None:
+        for shard in self._shards.values():
+            try:
+                shard.flush()
+                shard.close()
+            except Exception:  # closing twice or after a failed open: nothing left to release
+                pass
+        self._shards.clear()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# qdrant-client: a server URL, or its local mode in a folder
+# --------------------------------------------------------------------------------------------------------------
+class ClientStore(VectorStore):
+    """qdrant-client. Collection settings live as one point per collection in `_conductor_meta`."""
+
+    def __init__(self, url: str | None = None, api_key: str | None = None, path: str | Path | None = None):
+        from qdrant_client import QdrantClient
+
+        self.engine = "server" if url else "client-local"
+        try:
+            if url:
+                self.client = QdrantClient(url=url, api_key=api_key, timeout=30)
+            else:
+                Path(path).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+                self.client = QdrantClient(path=str(path))
+        except RuntimeError as e:
+            if "already accessed" in str(e):
+                raise StoreLockedError(f"the Qdrant folder {path} is open in another process (a running Conductor "
+                                       "server?): use its HTTP API (`--url`) or stop it") from None
+            raise StoreError(f"cannot open Qdrant: {e}") from None
+        self._ensure_meta_collection()
+
+    def _ensure_meta_collection(self) -> None:
+        from qdrant_client import models as m
+
+        if not self.client.collection_exists(_META_COLLECTION):
+            self.client.create_collection(_META_COLLECTION, vectors_config=m.VectorParams(size=1, distance=m.Distance.DOT))
+
+    def list_collections(self) -> list[str]:
+        names = {c.name for c in self.client.get_collections().collections}
+        recs, _ = self.client.scroll(_META_COLLECTION, limit=10_000, with_payload=True)
+        return sorted(r.payload["name"] for r in recs if r.payload and r.payload.get("name") in names)
+
+    def get_meta(self, name: str) -> dict[str, Any]:
+        check_name(name)
+        recs = self.client.retrieve(_META_COLLECTION, [point_id("meta", name)], with_payload=True)
+        if not recs or not self.client.collection_exists(name):
+            raise CollectionNotFound(f"collection {name!r} does not exist")
+        return dict(recs[0].payload["meta"])
+
+    def set_meta(self, name: str, meta: dict[str, Any]) -> None:
+        from qdrant_client import models as m
+
+        self.client.upsert(_META_COLLECTION, [m.PointStruct(id=point_id("meta", name), vector=[0.0],
+                                                            payload={"name": name, "meta": meta})])
+
+    def create_collection(self, name: str, dim: int, meta: dict[str, Any]) -> None:
+        from qdrant_client import models as m
+
+        check_name(name)
+        if self.client.collection_exists(name):
+            self.client.delete_collection(name)
+        self.client.create_collection(
+            name, vectors_config={DENSE: m.VectorParams(size=dim, distance=m.Distance.COSINE)},
+            sparse_vectors_config={SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)},
+        )
+        for key in ("source", "doc_key"):
+            try:
+                self.client.create_payload_index(name, key, m.PayloadSchemaType.KEYWORD)
+            except Exception:  # local mode has no payload indexes; filters still work, just unindexed
+                pass
+        self.set_meta(name, meta)
+
+    def delete_collection(self, name: str) -> None:
+        self.get_meta(name)
+        self.client.delete_collection(name)
+        self.client.delete(_META_COLLECTION, points_selector=[point_id("meta", name)])
+
+    def upsert(self, name: str, points: list[StorePoint]) -> None:
+        from qdrant_client import models as m
+
+        if points:
+            self.client.upsert(name, [m.PointStruct(
+                id=p.id, payload=p.payload,
+                vector={DENSE: [float(x) for x in p.dense],
+                        SPARSE: m.SparseVector(indices=list(p.sparse[0]), values=list(p.sparse[1]))})
+                for p in points], wait=True)
+
+    def delete_where(self, name: str, key: str, values: list[Any]) -> None:
+        from qdrant_client import models as m
+
+        if values:
+            flt = m.Filter(must=[m.FieldCondition(key=key, match=m.MatchAny(any=list(values)))])
+            self.client.delete(name, points_selector=m.FilterSelector(filter=flt), wait=True)
+
+    def iter_payloads(self, name: str, fields: list[str]) -> Iterator[dict[str, Any]]:
+        offset = None
+        while True:
+            recs, offset = self.client.scroll(name, offset=offset, limit=512, with_payload=fields or True)
+            for r in recs:
+                yield dict(r.payload or {}, _id=str(r.id))
+            if offset is None:
+                return
+
+    def count(self, name: str) -> int:
+        return int(self.client.count(name, exact=True).count)
+
+    def query(self, name, dense, sparse, mode, limit, fetch_k, rrf_k=60, weights=None):  # type: ignore[override]
+        from qdrant_client import models as m
+
+        sv = m.SparseVector(indices=list(sparse[0]), values=list(sparse[1])) if sparse and sparse[0] else None
+        kw: dict[str, Any] = dict(limit=limit, with_payload=True, with_vectors=[DENSE])
+        if mode == "dense":
+            kw.update(query=[float(x) for x in dense], using=DENSE)
+        elif mode == "sparse":
+            if sv is None:
+                return []
+            kw.update(query=sv, using=SPARSE)
+        else:
+            pre = [m.Prefetch(query=[float(x) for x in dense], using=DENSE, limit=fetch_k)]
+            if sv is not None:
+                pre.append(m.Prefetch(query=sv, using=SPARSE, limit=fetch_k))
+            w = list(weights) if weights and sv is not None else None
+            kw.update(prefetch=pre, query=m.RrfQuery(rrf=m.Rrf(k=rrf_k, weights=w)))
+        res = self.client.query_points(name, **kw).points
+        out = []
+        for p in res:
+            vec = p.vector.get(DENSE) if isinstance(p.vector, dict) else None
+            out.append(StoreHit(str(p.id), float(p.score), dict(p.payload or {}), vec))
+        return out
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # already closed
+            pass
+
+
+def open_store(rag_cfg: Any) -> VectorStore:
+    """From the `rag` config section: a server URL wins; otherwise the embedded engine under data_dir."""
+    import os
+
+    from cluster.config import expand_path
+
+    if rag_cfg.qdrant_url:
+        key = os.environ.get(rag_cfg.qdrant_api_key_env) if rag_cfg.qdrant_api_key_env else None
+        return ClientStore(url=rag_cfg.qdrant_url, api_key=key)
+    root = expand_path(rag_cfg.data_dir)
+    if rag_cfg.store == "client-local":
+        return ClientStore(path=root / "qdrant-local")
+    return EdgeStore(root / "edge")

@@ -1,0 +1,79 @@
+"""Start the whole Conductor stack inside the test session's Ray cluster, on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from cluster.config import ConductorConfig, load_config
+
+API_KEY = "test-key-0123456789"
+
+
+@dataclass
+class Stack:
+    config: ConductorConfig
+    base_url: str
+    api_key: str
+    apps: list[str]
+
+    def client(self, **kw):  # an openai.OpenAI client pointed at the stack
+        import openai
+
+        return openai.OpenAI(base_url=self.base_url + "/v1", api_key=self.api_key, **kw)
+
+    def http(self, **kw) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {self.api_key}"},
+                            timeout=kw.pop("timeout", 120), **kw)
+
+    def stop(self) -> None:
+        from ray import serve
+
+        try:
+            serve.shutdown()
+        except Exception:
+            pass
+
+
+def test_config(tmp: Path, port: int, extra_models: list[dict] | None = None) -> ConductorConfig:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUCTOR__")}
+    env.update({
+        "CONDUCTOR__SERVER__PORT": str(port),
+        "CONDUCTOR__SERVER__REQUIRE_API_KEY": "true",
+        "CONDUCTOR__SERVER__MAX_BODY_BYTES": "65536",
+        "CONDUCTOR__RAG__DATA_DIR": str(tmp / "rag"),
+        "CONDUCTOR__VIDEO__DATA_DIR": str(tmp / "video"),
+        "CONDUCTOR__AGENT__DATA_DIR": str(tmp / "agent"),
+        "CONDUCTOR__TRAINING__RUNS_DIR": str(tmp / "runs"),
+    })
+    cfg = load_config(environ=env)
+    data = cfg.model_dump()
+    data["breaker"] = {"failure_threshold": 1, "cooldown_s": 3.0}
+    data["models"].extend(extra_models or [])
+    return ConductorConfig.model_validate(data)
+
+
+def start_stack(tmp: Path, port: int, extra_models: list[dict] | None = None, only: list[str] | None = None) -> Stack:
+    from cluster.serve_app import deploy
+
+    os.environ["CONDUCTOR_API_KEYS"] = f"tester:{API_KEY}"
+    os.environ["CONDUCTOR_API_KEY"] = API_KEY
+    os.environ["CONDUCTOR_BASE_URL"] = f"http://127.0.0.1:{port}"
+    cfg = test_config(tmp, port, extra_models)
+    apps = deploy(cfg, only=only)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        try:
+            if httpx.get(base + "/healthz", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    else:
+        raise RuntimeError("Conductor stack did not become healthy in 240 s")
+    return Stack(cfg, base, API_KEY, apps)
