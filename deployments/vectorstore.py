@@ -99,16 +99,13 @@ class VectorStore(ABC):
     def iter_payloads(self, name: str, fields: list[str]) -> Iterator[dict[str, Any]]: ...
 
     @abstractmethod
-    def count(self, name: str) -> int: ...
+    def count(self, name: str, key: str | None = None, value: Any = None) -> int:
+        """Points in the collection, or those with payload[key] == value."""
 
     @abstractmethod
     def query(self, name: str, dense: list[float] | None, sparse: tuple[list[int], list[float]] | None,
               mode: Mode, limit: int, fetch_k: int, rrf_k: int = 60,
               weights: tuple[float, float] | None = None) -> list[StoreHit]: ...
-
-    def retrieve_by(self, name: str, key: str, value: Any) -> list[dict[str, Any]]:
-        """Payloads of the points with payload[key] == value (a document's chunks, for citation context)."""
-        return [p for p in self.iter_payloads(name, []) if p.get(key) == value]
 
     def close(self) -> None:
         pass
@@ -225,10 +222,11 @@ class EdgeStore(VectorStore):
             if offset is None:
                 return
 
-    def count(self, name: str) -> int:
+    def count(self, name: str, key: str | None = None, value: Any = None) -> int:
         import qdrant_edge as q
 
-        return int(self._shard(name).count(q.CountRequest()))
+        flt = q.Filter(must=[q.FieldCondition(key, match=q.MatchValue(value))]) if key else None
+        return int(self._shard(name).count(q.CountRequest(filter=flt)))
 
     def query(self, name, dense, sparse, mode, limit, fetch_k, rrf_k=60, weights=None):  # type: ignore[override]
         import qdrant_edge as q
@@ -357,8 +355,11 @@ class ClientStore(VectorStore):
             if offset is None:
                 return
 
-    def count(self, name: str) -> int:
-        return int(self.client.count(name, exact=True).count)
+    def count(self, name: str, key: str | None = None, value: Any = None) -> int:
+        from qdrant_client import models as m
+
+        flt = m.Filter(must=[m.FieldCondition(key=key, match=m.MatchValue(value=value))]) if key else None
+        return int(self.client.count(name, count_filter=flt, exact=True).count)
 
     def query(self, name, dense, sparse, mode, limit, fetch_k, rrf_k=60, weights=None):  # type: ignore[override]
         from qdrant_client import models as m

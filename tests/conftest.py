@@ -61,11 +61,37 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def serve_stack(ray_cluster, tmp_path_factory):
+def hosted_apis():
+    """Two real OpenAI-protocol HTTP servers standing in for hosted APIs (the network edge we cannot reach)."""
+    from tests.fake_openai import FakeOpenAI
+
+    a, b = FakeOpenAI("a").start(), FakeOpenAI("b").start()
+    yield {"a": a, "b": b}
+    a.stop()
+    b.stop()
+
+
+def _extra_models(hosted) -> list[dict]:
+    """Models the serving tests need beside the defaults: a hosted chain (a -> b) and a local-dead -> hosted one."""
+    def hosted_backend(name: str, url: str) -> dict:
+        return {"name": name, "engine": "openai", "base_url": url, "model": "fake", "api_key_env": "FAKE_KEY",
+                "timeout_s": 5, "cost_per_1k_input": 1.0, "cost_per_1k_output": 2.0}
+
+    return [
+        {"id": "hosted", "backends": [hosted_backend("hosted-a", hosted["a"].base_url),
+                                      hosted_backend("hosted-b", hosted["b"].base_url)]},
+        {"id": "flaky", "backends": [hosted_backend("dead-port", f"http://127.0.0.1:{free_port()}/v1"),
+                                     hosted_backend("flaky-b", hosted["b"].base_url)]},
+        {"id": "echo", "backends": [{"name": "echo-local", "engine": "echo", "resources": {"num_cpus": 0.05}}]},
+    ]
+
+
+@pytest.fixture(scope="session")
+def serve_stack(ray_cluster, hosted_apis, tmp_path_factory):
     """The full Conductor stack (gateway + LLM + embedder + apps) on a free port. Yields tests.stack.Stack."""
     from tests.stack import start_stack
 
-    stack = start_stack(tmp_path_factory.mktemp("stack"), port=free_port())
+    stack = start_stack(tmp_path_factory.mktemp("stack"), port=free_port(), extra_models=_extra_models(hosted_apis))
     try:
         yield stack
     finally:

@@ -3,11 +3,13 @@ plus /healthz, /metrics and /v1/status. Built inside the gateway replica by `bui
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
@@ -197,14 +199,14 @@ async def embeddings_response(gw: Any, parsed: EmbeddingRequest) -> Response:
     texts = [parsed.input] if isinstance(parsed.input, str) else parsed.input
     if len(texts) > cfg.max_inputs:
         raise APIError(400, f"input has {len(texts)} items; the limit is {cfg.max_inputs}", param="input")
-    if parsed.encoding_format != "float":
-        raise APIError(400, "only encoding_format='float' is supported", param="encoding_format")
     t0 = time.perf_counter()
     result = await gw.embedder.embed.remote(texts)
     vecs, tokens = result["vectors"], int(result["tokens"])
     gw.metrics.requests.inc(model=cfg.id, backend="embedder", endpoint="embeddings", status="ok")
     gw.metrics.latency.observe(time.perf_counter() - t0, model=cfg.id, backend="embedder", endpoint="embeddings")
     gw.metrics.tokens_in.inc(tokens, model=cfg.id, backend="embedder")
+    if parsed.encoding_format == "base64":  # what the openai SDK asks for by default: float32 little-endian
+        vecs = [base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode() for v in vecs]
     return JSONResponse({"object": "list", "model": cfg.id,
                          "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vecs)],
                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},

@@ -1,0 +1,248 @@
+"""`conductor rag ...`: ingest, search, ask, eval, collections, delete, faq-set.
+
+The embedded store is single-process. When a running server holds it (StoreLockedError), search/ask go through
+that server's HTTP API (`--url`, default $CONDUCTOR_BASE_URL) instead; ingest/eval say how to proceed.
+`--json` prints exactly one JSON document on stdout; progress and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from deployments.vectorstore import StoreError, StoreLockedError
+
+
+def _service() -> Any:
+    from apps.rag.service import RagService
+    from cluster.config import load_config
+
+    try:
+        return RagService(load_config())
+    except ValueError as e:  # config errors
+        raise click.ClickException(str(e)) from None
+
+
+def _emit(obj: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(obj, indent=1) if as_json else text)
+
+
+def _params(k: int | None, mode: str, rerank: bool) -> Any:
+    from apps.rag.retrieval import SearchParams
+
+    return SearchParams(k=k or 5, mode=mode, rerank=rerank)
+
+
+def _remote(url: str | None, path: str, body: dict[str, Any]) -> Any:
+    from apps.client import ConductorAPIError, ConductorClient, default_base_url
+
+    try:
+        with ConductorClient(base_url=url or default_base_url()) as c:
+            return c.post_json(path, body)
+    except ConductorAPIError as e:
+        raise click.ClickException(e.message) from None
+    except Exception as e:  # connection refused etc.
+        raise click.ClickException(f"cannot reach the Conductor server at {url or default_base_url()}: "
+                                   f"{type(e).__name__}") from None
+
+
+def _local_or_remote(url: str | None, local: Any, path: str, body: dict[str, Any]) -> Any:
+    """Run locally unless --url was given or the local store is held by a running server."""
+    from apps.rag.service import RagError
+
+    if url:
+        return _remote(url, path, body)
+    try:
+        svc = _service()
+    except StoreLockedError:
+        return _remote(None, path, body)
+    except StoreError as e:
+        raise click.ClickException(str(e)) from None
+    try:
+        return local(svc)
+    except StoreLockedError:
+        svc.close()
+        return _remote(None, path, body)
+    except (RagError, StoreError) as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        svc.close()
+
+
+@click.group()
+def rag() -> None:
+    """Ask questions about your own documents, with citations and evaluation."""
+
+
+@rag.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--collection", "-c", required=True, help="Collection to ingest into (created if missing).")
+@click.option("--chunking", type=click.Choice(["fixed", "recursive", "structure"]), default=None,
+              help="Chunking strategy for a new collection (default from config).")
+@click.option("--chunk-size", type=click.IntRange(100, 20000), default=None, help="Characters per chunk.")
+@click.option("--chunk-overlap", type=click.IntRange(0, 5000), default=None, help="Overlap for fixed chunks.")
+@click.option("--engine", type=click.Choice(["auto", "local", "ray"]), default="auto",
+              help="ray: Ray Data pipeline; local: one process; auto: ray when a cluster address is set.")
+@click.option("--questions", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Attach a question set: the evaluation re-runs after every ingestion.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def ingest(paths: tuple[str, ...], collection: str, chunking: str | None, chunk_size: int | None,
+           chunk_overlap: int | None, engine: str, questions: str | None, as_json: bool) -> None:
+    """Ingest files or folders (Markdown, text, reST, HTML, PDF); only new or changed documents are embedded."""
+    from apps.rag.service import RagError
+
+    if engine == "auto":
+        engine = "ray" if os.environ.get("RAY_ADDRESS") else "local"
+
+    def progress(done: int, total: int, msg: str) -> None:
+        click.echo(f"\r[{done}/{total}] {msg[:60]:<60}", nl=False, err=True)
+
+    try:
+        svc = _service()
+        try:
+            report = svc.ingest(list(paths), collection, chunking, chunk_size, chunk_overlap, engine, progress,
+                                os.path.abspath(questions) if questions else None)
+        finally:
+            svc.close()
+    except (RagError, StoreError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo("", err=True)
+    d = report.as_dict()
+    text = (f"{collection}: {len(d['added'])} added, {len(d['updated'])} updated, {len(d['unchanged'])} unchanged, "
+            f"{len(d['deleted'])} deleted, {len(d['skipped'])} skipped; {d['chunks']} chunks in {d['seconds']} s")
+    text += "".join(f"\n  skipped {p}: {r}" for p, r in d["skipped"].items())
+    _emit(d, as_json, text)
+
+
+def _query_opts(f: Any) -> Any:
+    f = click.option("--collection", "-c", required=True, help="Collection to search.")(f)
+    f = click.option("--k", type=click.IntRange(1, 100), default=5, help="Passages to retrieve.")(f)
+    f = click.option("--mode", type=click.Choice(["dense", "sparse", "hybrid"]), default="hybrid")(f)
+    f = click.option("--rerank", is_flag=True, help="Rescore fused candidates.")(f)
+    f = click.option("--url", default=None, help="Use a running Conductor server's HTTP API.")(f)
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(f)
+
+
+@rag.command()
+@click.argument("question")
+@_query_opts
+def search(question: str, collection: str, k: int, mode: str, rerank: bool, url: str | None, as_json: bool) -> None:
+    """Retrieval only: the best passages for QUESTION."""
+    body = {"question": question, "k": k, "mode": mode, "rerank": rerank}
+    hits = _local_or_remote(url, lambda s: [h.model_dump() for h in s.search(collection, question,
+                                                                             _params(k, mode, rerank))],
+                            f"/v1/rag/{collection}/search", body)
+    hits = hits["hits"] if isinstance(hits, dict) else hits
+    text = "\n".join(f"{i}. [{h['score']:.3f}] {h['source']}" + (f" § {h['section']}" if h["section"] else "")
+                     + f" ({h['start']}-{h['end']})\n   {h['text'][:200].replace(chr(10), ' ')}"
+                     for i, h in enumerate(hits, 1)) or "no results"
+    _emit(hits, as_json, text)
+
+
+@rag.command()
+@click.argument("question")
+@_query_opts
+@click.option("--model", default=None, help="Chat model id (default: rag.chat_model).")
+def ask(question: str, collection: str, k: int, mode: str, rerank: bool, url: str | None, as_json: bool,
+        model: str | None) -> None:
+    """Answer QUESTION from the collection, citing passages."""
+    body = {"question": question, "k": k, "mode": mode, "rerank": rerank, "model": model}
+    ans = _local_or_remote(url, lambda s: s.ask(collection, question, _params(k, mode, rerank), model).model_dump(),
+                           f"/v1/rag/{collection}/query", body)
+    lines = [ans["answer"], ""]
+    if ans.get("warning"):
+        lines.insert(0, f"warning: {ans['warning']}")
+    for s in ans["sources"]:
+        mark = "*" if s.get("cited") else " "
+        lines.append(f"{mark}[{s['n']}] {s['source']}" + (f" § {s['section']}" if s["section"] else "")
+                     + f" ({s['start']}-{s['end']})")
+    _emit(ans, as_json, "\n".join(lines))
+
+
+@rag.command("eval")
+@click.option("--collection", "-c", required=True)
+@click.option("--questions", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="JSON / JSON lines of {question, gold: [paths]}.")
+@click.option("--k", type=click.IntRange(1, 100), default=5)
+@click.option("--modes", default="dense,sparse,hybrid,hybrid+rerank", help="Comma-separated retrieval modes.")
+@click.option("--faithfulness", "faith", type=click.IntRange(0, 1000), default=0,
+              help="Also score answer faithfulness on the first N questions (needs the chat API).")
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(collection: str, questions: str, k: int, modes: str, faith: int, as_json: bool) -> None:
+    """Retrieval metrics (hit rate, recall@k, MRR, nDCG) per mode; appended to the collection's history."""
+    from apps.rag.eval import faithfulness, format_table, load_questions, run_and_record
+    from apps.rag.service import RagError
+
+    try:
+        svc = _service()
+        try:
+            entry = run_and_record(svc, collection, os.path.abspath(questions), k,
+                                   [m.strip() for m in modes.split(",") if m.strip()])
+            if faith:
+                entry["faithfulness"] = faithfulness(svc, collection, load_questions(questions), faith)
+        finally:
+            svc.close()
+    except (RagError, StoreError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    text = f"{collection} ({entry['chunking']}, {entry['chunks']} chunks)\n" + format_table(entry["rows"])
+    if "faithfulness" in entry:
+        f = entry["faithfulness"]
+        text += f"\nfaithfulness ({f['method']}, n={f['n']}): {f['faithfulness']:.3f}"
+    _emit(entry, as_json, text)
+
+
+@rag.command()
+@click.option("--json", "as_json", is_flag=True)
+def collections(as_json: bool) -> None:
+    """List collections with their embedding model and chunking."""
+    try:
+        svc = _service()
+        try:
+            cols = svc.collections()
+        finally:
+            svc.close()
+    except StoreError as e:
+        raise click.ClickException(str(e)) from None
+    _emit(cols, as_json, "\n".join(f"{c['name']}: {c.get('chunks', 0)} chunks, {c['chunking']}, "
+                                   f"{c['embedding_model']}" for c in cols) or "no collections")
+
+
+@rag.command()
+@click.argument("collection")
+@click.confirmation_option(prompt="Delete this collection and all its chunks?")
+def delete(collection: str) -> None:
+    """Delete a collection."""
+    from apps.rag.service import RagError
+
+    try:
+        svc = _service()
+        try:
+            svc.delete(collection)
+        finally:
+            svc.close()
+    except (RagError, StoreError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"deleted {collection}")
+
+
+@rag.command("faq-set")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+def faq_set(out_dir: str) -> None:
+    """Write the Python-docs FAQ evaluation set (python3-doc) to OUT_DIR: docs/ and questions.jsonl."""
+    from apps.rag.faq import build_faq_set
+
+    try:
+        q = build_faq_set(out_dir)
+    except FileNotFoundError as e:
+        raise click.ClickException(str(e)) from None
+    n = sum(1 for _ in open(q))
+    click.echo(f"{n} questions: {q}\ningest with: conductor rag ingest {os.path.join(out_dir, 'docs')} "
+               f"--collection faq --questions {q}", err=False)
+
+
+if __name__ == "__main__":
+    rag(sys.argv[1:])

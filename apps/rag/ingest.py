@@ -1,0 +1,179 @@
+"""Ingestion: discover -> hash -> (parse -> chunk -> embed) only new/changed documents -> upsert -> drop stale chunks.
+
+Incremental and restartable by construction:
+- every document is identified by its path as ingested (absolute) and the sha256 of its bytes;
+- a chunk's point id is derived from (path, hash, chunk number), so re-running an interrupted ingestion
+  overwrites the same points instead of duplicating them;
+- a document counts as done only when all `n_chunks` of its current hash are in the store; older versions of a
+  document are deleted only after the new version is fully written, so an interruption never loses a document;
+- documents that disappeared from an ingested folder (or became unreadable) lose their chunks.
+
+Two engines run the same per-document steps: a plain single-process loop, and Ray Data (read/parse/chunk as a
+`flat_map`, embedding in an actor pool via `map_batches`, upserts streamed back to the driver, which is the only
+process writing to the store). `python -m apps.rag.ingest PATH --collection NAME` is submittable as a Ray job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from apps.rag.chunking import chunk_document
+from apps.rag.parsers import ParseError, kind_of, parse_bytes
+from deployments.vectorstore import StorePoint, point_id
+
+Progress = Callable[[int, int, str], None]  # (documents done, documents to do, message)
+BATCH = 64
+
+
+@dataclass
+class IngestReport:
+    collection: str
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # path -> reason
+    chunks: int = 0
+    seconds: float = 0.0
+    engine: str = "local"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def discover(paths: Iterable[str | Path]) -> tuple[list[str], dict[str, str], list[str]]:
+    """-> (files to consider, skipped {path: reason}, folder roots). Hidden files and folders are ignored."""
+    files, skipped, roots = [], {}, []
+    for p in paths:
+        path = Path(os.path.abspath(os.path.expanduser(str(p))))
+        if path.is_dir():
+            roots.append(str(path))
+            for dirpath, dirnames, names in os.walk(path):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for n in sorted(names):
+                    if n.startswith("."):
+                        continue
+                    f = os.path.join(dirpath, n)
+                    (files.append(f) if kind_of(f) else skipped.__setitem__(f, _unsupported(f)))
+        elif path.is_file():
+            (files.append(str(path)) if kind_of(path) else skipped.__setitem__(str(path), _unsupported(path)))
+        else:
+            raise FileNotFoundError(f"no such file or folder: {p}")
+    return files, skipped, roots
+
+
+def _unsupported(p: str | Path) -> str:
+    return f"unsupported file type {Path(p).suffix or '(none)'!r}"
+
+
+def file_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class SparseEncoder:
+    """BM25 term weights computed by Qdrant's own tokenizer/stemmer (qdrant-edge-py); Qdrant applies IDF."""
+
+    def __init__(self) -> None:
+        import qdrant_edge as q
+
+        self._bm25 = q.Bm25(q.Bm25Config(language="english"))
+
+    def document(self, text: str) -> tuple[list[int], list[float]]:
+        v = self._bm25.embed_document(text)
+        return list(v.indices), list(v.values)
+
+    def query(self, text: str) -> tuple[list[int], list[float]]:
+        v = self._bm25.embed_query(text)
+        return list(v.indices), list(v.values)
+
+
+def chunk_rows(path: str, data: bytes, doc_hash: str, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Parse and chunk one document into payload rows (raises ParseError)."""
+    doc = parse_bytes(data, path)
+    chunks = chunk_document(doc, settings["chunking"], settings["chunk_size"], settings["chunk_overlap"])
+    if not chunks:
+        raise ParseError("no text to index")
+    return [{"id": point_id(path, doc_hash, str(i)), "source": path, "doc_hash": doc_hash,
+             "doc_key": f"{path}\x1f{doc_hash}", "title": doc.title, "section": c.section, "start": c.start,
+             "end": c.end, "chunk_index": i, "n_chunks": len(chunks), "kind": doc.kind, "text": c.text,
+             "embed_text": c.embed_text} for i, c in enumerate(chunks)]
+
+
+def rows_to_points(rows: list[dict[str, Any]], dense: Any, sparse: list[tuple[list[int], list[float]]]) -> list[StorePoint]:
+    out = []
+    for row, d, s in zip(rows, dense, sparse):
+        payload = {k: v for k, v in row.items() if k not in ("id", "embed_text", "error")}
+        out.append(StorePoint(row["id"], list(map(float, d)), s, payload))
+    return out
+
+
+def existing_state(store: Any, collection: str) -> dict[str, dict[str, Any]]:
+    """source -> {"hashes": {hash: chunks present}, "n_chunks": {hash: expected}}."""
+    state: dict[str, dict[str, Any]] = {}
+    for p in store.iter_payloads(collection, ["source", "doc_hash", "n_chunks"]):
+        st = state.setdefault(p["source"], {"hashes": {}, "n_chunks": {}})
+        st["hashes"][p["doc_hash"]] = st["hashes"].get(p["doc_hash"], 0) + 1
+        st["n_chunks"][p["doc_hash"]] = p["n_chunks"]
+    return state
+
+
+def plan(store: Any, collection: str, paths: Iterable[str | Path]) -> dict[str, Any]:
+    """Decide what to do: read every candidate file once, compare hashes with what the store holds."""
+    files, skipped, roots = discover(paths)
+    state = existing_state(store, collection)
+    todo, unchanged = [], []
+    for f in files:
+        try:
+            h = file_hash(Path(f).read_bytes())
+        except OSError as e:
+            skipped[f] = f"unreadable: {e.strerror or e}"
+            continue
+        st = state.get(f)
+        if st and set(st["hashes"]) == {h} and st["hashes"][h] == st["n_chunks"][h]:
+            unchanged.append(f)
+        else:
+            todo.append((f, h))
+    found = set(files)
+    gone = [s for s in state if s not in found and any(s.startswith(r.rstrip("/") + "/") for r in roots)]
+    return {"todo": todo, "unchanged": unchanged, "skipped": skipped, "gone": gone, "state": state}
+
+
+def finish_document(store: Any, collection: str, path: str, new_hash: str | None, state: dict[str, Any]) -> None:
+    """After a document's new version is fully stored (or it became unusable), delete its other versions."""
+    old = [f"{path}\x1f{h}" for h in state.get(path, {}).get("hashes", {}) if h != new_hash]
+    store.delete_where(collection, "doc_key", old)
+
+
+def ingest_local(store: Any, collection: str, todo: list[tuple[str, str]], settings: dict[str, Any],
+                 embedder: Any, report: IngestReport, state: dict[str, Any], progress: Progress | None) -> None:
+    """The plain single-process loop (also the benchmark's baseline)."""
+    sparse = SparseEncoder()
+    for n, (path, h) in enumerate(todo, 1):
+        try:
+            rows = chunk_rows(path, Path(path).read_bytes(), h, settings)
+        except (ParseError, OSError) as e:
+            report.skipped[path] = str(e)
+            finish_document(store, collection, path, None, state)
+            continue
+        for i in range(0, len(rows), BATCH):
+            part = rows[i:i + BATCH]
+            vecs = embedder.embed([r["embed_text"] for r in part])
+            store.upsert(collection, rows_to_points(part, vecs, [sparse.document(r["embed_text"]) for r in part]))
+        finish_document(store, collection, path, h, state)
+        (report.updated if path in state else report.added).append(path)
+        report.chunks += len(rows)
+        if progress:
+            progress(n, len(todo), os.path.basename(path))
+
+
+if __name__ == "__main__":  # `conductor job submit -- python -m apps.rag.ingest PATH --collection NAME`
+    import sys
+
+    from apps.rag.cli import ingest as _ingest_cmd
+
+    _ingest_cmd(["--engine", "ray", *sys.argv[1:]])

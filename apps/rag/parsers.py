@@ -1,0 +1,200 @@
+"""Document parsers: file bytes -> plain text plus a section outline with character offsets into that text.
+
+Markdown, reStructuredText and plain text keep the file's own text (so a citation's character span points into the
+file itself); HTML (BeautifulSoup) and PDF (pypdf) become extracted text with headings / pages as sections.
+A file that cannot be used raises `ParseError` with a one-line reason; ingestion skips it and reports the reason.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SUPPORTED = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".text": "text", ".rst": "rst",
+             ".html": "html", ".htm": "html", ".pdf": "pdf"}
+
+
+class ParseError(ValueError):
+    """The reason a document was skipped."""
+
+
+@dataclass
+class Section:
+    start: int
+    end: int
+    heading: str  # "Title > Sub > Subsub"
+
+
+@dataclass
+class ParsedDoc:
+    text: str
+    kind: str
+    title: str = ""
+    sections: list[Section] = field(default_factory=list)
+
+    def section_at(self, offset: int) -> str:
+        for s in self.sections:
+            if s.start <= offset < s.end:
+                return s.heading
+        return ""
+
+
+def kind_of(path: str | Path) -> str | None:
+    name = str(path).lower()
+    if name.endswith(".rst.txt"):  # Sphinx's copied sources, e.g. the Python docs' _sources/
+        return "rst"
+    return SUPPORTED.get(Path(name).suffix)
+
+
+def parse_bytes(data: bytes, path: str | Path) -> ParsedDoc:
+    kind = kind_of(path)
+    if kind is None:
+        raise ParseError(f"unsupported file type {Path(path).suffix or '(none)'!r}")
+    if not data.strip():
+        raise ParseError("empty file")
+    doc = {"markdown": _markdown, "text": _text, "rst": _rst, "html": _html, "pdf": _pdf}[kind](data)
+    if not doc.text.strip():
+        raise ParseError("no extractable text")
+    doc.title = doc.title or Path(path).name
+    return doc
+
+
+def _decode(data: bytes) -> str:
+    # A NUL byte or invalid UTF-8 means a binary file with a text name: refuse rather than index garbage.
+    if b"\x00" in data[:8192]:
+        raise ParseError("binary content in a text file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ParseError("not valid UTF-8 text (binary file?)") from None
+
+
+def _outline(text: str, heads: list[tuple[int, int, str]]) -> list[Section]:
+    """heads: (offset, level, title) in order -> sections spanning to the next heading, with the heading path."""
+    sections, stack = [], []  # stack of (level, title)
+    if heads and heads[0][0] > 0:
+        sections.append(Section(0, heads[0][0], ""))
+    for i, (off, level, title) in enumerate(heads):
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        stack.append((level, title))
+        end = heads[i + 1][0] if i + 1 < len(heads) else len(text)
+        sections.append(Section(off, end, " > ".join(t for _, t in stack)))
+    if not sections:
+        sections.append(Section(0, len(text), ""))
+    return sections
+
+
+def _line_offsets(text: str) -> list[int]:
+    offs, pos = [], 0
+    for line in text.splitlines(keepends=True):
+        offs.append(pos)
+        pos += len(line)
+    offs.append(pos)
+    return offs
+
+
+def _text(data: bytes) -> ParsedDoc:
+    text = _decode(data)
+    return ParsedDoc(text, "text", sections=[Section(0, len(text), "")])
+
+
+def _markdown(data: bytes) -> ParsedDoc:
+    from markdown_it import MarkdownIt  # a real CommonMark parser: '#' inside code fences is not a heading
+
+    text = _decode(data)
+    offs = _line_offsets(text)
+    tokens = MarkdownIt("commonmark").parse(text)
+    heads = []
+    for i, tok in enumerate(tokens):
+        if tok.type == "heading_open" and tok.map:
+            heads.append((offs[tok.map[0]], int(tok.tag[1]), tokens[i + 1].content.strip()))
+    title = next((t for _, lvl, t in heads if lvl == 1), "")
+    return ParsedDoc(text, "markdown", title, _outline(text, heads))
+
+
+_RST_ADORN = re.compile(r"^([=\-~^\"'`#*+:.])\1{2,}\s*$")
+
+
+def _rst(data: bytes) -> ParsedDoc:
+    """reST section titles are a text line underlined (optionally overlined) by a repeated punctuation char; the
+    level is the order in which each adornment style first appears (the reST spec's rule)."""
+    text = _decode(data)
+    lines = text.splitlines()
+    offs = _line_offsets(text)
+    styles: list[tuple[str, bool]] = []
+    heads = []
+    for i in range(1, len(lines)):
+        m = _RST_ADORN.match(lines[i])
+        title = lines[i - 1].strip()
+        if not m or not title or _RST_ADORN.match(lines[i - 1]) or len(lines[i].rstrip()) < len(title):
+            continue
+        over = i >= 2 and lines[i - 2].strip() == lines[i].strip()
+        style = (m.group(1), over)
+        if style not in styles:
+            styles.append(style)
+        heads.append((offs[i - 2] if over else offs[i - 1], styles.index(style) + 1, title))
+    title = heads[0][2] if heads else ""
+    return ParsedDoc(text, "rst", title, _outline(text, heads))
+
+
+def _html(data: bytes) -> ParsedDoc:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(data, "html.parser")
+    for tag in soup(["script", "style", "noscript", "template", "nav"]):
+        tag.decompose()
+    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    if soup.title:
+        soup.title.decompose()
+    # Mark headings with a sentinel line, flatten to text once, then turn sentinels into the outline.
+    for h in soup.find_all(["h1", "h2", "h3", "h4", "h5", "h6"]):
+        h.insert_before(f"\n\x00{h.name[1]}\x00")
+    parts, heads, pos, pending = [], [], 0, None
+    for raw in soup.get_text("\n").splitlines():
+        line = raw.strip()
+        if line.startswith("\x00") and line.count("\x00") >= 2:
+            pending = int(line[1])
+            line = line.split("\x00", 2)[2].strip()
+            if not line:
+                continue
+        if not line:
+            continue
+        if pending is not None:
+            heads.append((pos, pending, line))
+            pending = None
+        parts.append(line + "\n")
+        pos += len(line) + 1
+    text = "".join(parts)
+    return ParsedDoc(text, "html", title, _outline(text, heads))
+
+
+def _pdf(data: bytes) -> ParsedDoc:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise ParseError("encrypted PDF (password required)")
+        pages = [p.extract_text() or "" for p in reader.pages]
+    except ParseError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as e:
+        raise ParseError(f"corrupt or unreadable PDF: {str(e)[:120]}") from None
+    except Exception as e:  # pypdf raises assorted errors on damaged files; none may abort the whole ingestion
+        if "crypt" in str(e).lower() or "password" in str(e).lower():
+            raise ParseError("encrypted PDF (password required)") from None
+        raise ParseError(f"corrupt or unreadable PDF: {type(e).__name__}") from None
+    text, heads = "", []
+    for n, page in enumerate(pages, 1):
+        heads.append((len(text), 1, f"page {n}"))
+        text += page.strip() + "\n\n"
+    title = ""
+    try:
+        title = (reader.metadata or {}).get("/Title") or ""
+    except Exception:  # metadata of a damaged file: not worth failing for
+        pass
+    return ParsedDoc(text, "pdf", str(title), _outline(text, heads))

@@ -1,0 +1,223 @@
+"""RAG over HTTP, mounted by the lead under `/v1/rag`:
+
+  GET    /collections                         list collections
+  GET    /{collection}                        settings and counts
+  DELETE /{collection}                        delete it
+  POST   /{collection}/search                 retrieval only      {question, k, mode, rerank}
+  POST   /{collection}/query                  answer + citations  {question, k, mode, rerank, model, stream}
+  POST   /{collection}/upload?filename=NAME   raw file body (size-limited before anything is stored), ingested
+  POST   /{collection}/ingest                 {paths: [...]} server-side folders under rag.ingest_roots
+  GET    /{collection}/context?source&start&end   a cited passage with the text around it
+  GET    /{collection}/eval                   evaluation history;  POST runs it on the attached question set
+
+One replica owns the embedded store (it is single-process); the FastAPI app is built inside that replica.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from pydantic import BaseModel, Field
+
+from cluster.config import ConductorConfig, config_from_dict, expand_path
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class QueryRequest(BaseModel):
+    question: str = Field(..., description="The question.")
+    k: int = Field(5, ge=1, le=100, description="Passages to retrieve.")
+    mode: Literal["dense", "sparse", "hybrid"] = Field("hybrid", description="Retrieval mode.")
+    rerank: bool = Field(False, description="Rescore fused candidates.")
+    model: str | None = Field(None, description="Chat model id; default rag.chat_model.")
+    stream: bool = Field(False, description="Server-sent events: sources, deltas, then the final answer.")
+
+
+class IngestRequest(BaseModel):
+    paths: list[str] = Field(..., min_length=1, description="Server-side files/folders under rag.ingest_roots.")
+    chunking: Literal["fixed", "recursive", "structure"] | None = Field(None, description="For a new collection.")
+    engine: Literal["local", "ray"] = Field("local", description="Ingestion engine.")
+
+
+class EvalRequest(BaseModel):
+    k: int = Field(5, ge=1, le=100, description="Cut-off for the metrics.")
+    modes: list[str] | None = Field(None, description="Retrieval modes; default all four.")
+
+
+def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> Any:
+    """The FastAPI app (testable without Serve). `service_factory` is called once, lazily."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import StreamingResponse
+
+    from apps.common import APIError, install_common
+    from apps.rag.retrieval import SearchParams
+    from apps.rag.service import RagError
+    from deployments.vectorstore import StoreError
+
+    app = FastAPI(title="Conductor RAG")
+    install_common(app, config)
+    state: dict[str, Any] = {}
+    write_lock = threading.Lock()  # one ingestion at a time: the store has one writer
+    limit = config.server.max_upload_bytes
+
+    def svc() -> Any:
+        if "svc" not in state:
+            state["svc"] = service_factory()
+        return state["svc"]
+
+    def call(fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except (RagError, StoreError) as e:
+            raise APIError(404 if "does not exist" in str(e) else 400, str(e)) from None
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/collections")
+    def collections() -> dict[str, Any]:
+        return {"collections": call(lambda: svc().collections())}
+
+    @app.get("/{collection}")
+    def info(collection: str) -> dict[str, Any]:
+        return call(lambda: {"name": collection, **svc().meta(collection)})
+
+    @app.delete("/{collection}")
+    def delete(collection: str) -> dict[str, Any]:
+        with write_lock:
+            call(lambda: svc().delete(collection))
+        return {"deleted": collection}
+
+    @app.post("/{collection}/search")
+    def search(collection: str, req: QueryRequest) -> dict[str, Any]:
+        p = SearchParams(k=req.k, mode=req.mode, rerank=req.rerank)
+        return {"hits": [h.model_dump() for h in call(lambda: svc().search(collection, req.question, p))]}
+
+    @app.post("/{collection}/query")
+    def query(collection: str, req: QueryRequest) -> Any:
+        p = SearchParams(k=req.k, mode=req.mode, rerank=req.rerank)
+        if not req.stream:
+            return call(lambda: svc().ask(collection, req.question, p, req.model)).model_dump()
+        events = call(lambda: svc().ask_stream(collection, req.question, p, req.model))
+        first = call(lambda: next(events))  # errors (missing collection, empty question) before the stream opens
+
+        def sse() -> Any:
+            yield f"data: {json.dumps(first)}\n\n"
+            try:
+                for ev in events:
+                    yield f"data: {json.dumps(ev)}\n\n"
+            except Exception as e:  # the model failed mid-answer: tell the client in-band, the status is sent
+                yield f"data: {json.dumps({'type': 'error', 'message': f'{type(e).__name__}: {e}'})}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(sse(), media_type="text/event-stream")
+
+    @app.post("/{collection}/upload")
+    async def upload(collection: str, request: Request, filename: str, chunking: str | None = None) -> Any:
+        from apps.rag.parsers import kind_of
+
+        name = _SAFE.sub("_", os.path.basename(filename)).lstrip(".")
+        if not name or kind_of(name) is None:
+            raise APIError(415, f"unsupported file type for {filename!r}; use .md, .txt, .rst, .html or .pdf")
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise APIError(413, f"upload of {declared} bytes exceeds the limit of {limit} bytes", code="upload_too_large")
+        folder = expand_path(config.rag.data_dir) / "uploads" / call(lambda: _check(collection))
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-")
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as f:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:  # chunked bodies declare no length: count as it arrives
+                        raise APIError(413, f"upload exceeds the limit of {limit} bytes", code="upload_too_large")
+                    f.write(chunk)
+            if size == 0:
+                raise APIError(400, "the uploaded file is empty")
+            os.replace(tmp, folder / name)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return await _run_ingest(collection, [str(folder / name)], chunking, "local")
+
+    async def _run_ingest(collection: str, paths: list[str], chunking: str | None, engine: str) -> Any:
+        from starlette.concurrency import run_in_threadpool
+
+        def work() -> Any:
+            with write_lock:
+                return call(lambda: svc().ingest(paths, collection, chunking, engine=engine)).as_dict()
+
+        return await run_in_threadpool(work)
+
+    @app.post("/{collection}/ingest")
+    async def ingest(collection: str, req: IngestRequest) -> Any:
+        roots = [os.path.realpath(expand_path(r)) for r in config.rag.ingest_roots]
+        for p in req.paths:
+            real = os.path.realpath(expand_path(p))
+            if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
+                raise APIError(403, f"{p!r} is not under rag.ingest_roots; upload the files instead")
+        return await _run_ingest(collection, req.paths, req.chunking, req.engine)
+
+    @app.get("/{collection}/context")
+    def context(collection: str, source: str, start: int = 0, end: int = 0, window: int = 600) -> Any:
+        return call(lambda: svc().context(collection, source, start, end, min(max(window, 0), 5000)))
+
+    @app.get("/{collection}/eval")
+    def eval_history(collection: str) -> Any:
+        from apps.rag.eval import history
+
+        call(lambda: svc().meta(collection))
+        return {"history": history(svc(), collection)}
+
+    @app.post("/{collection}/eval")
+    def eval_run(collection: str, req: EvalRequest) -> Any:
+        from apps.rag.eval import run_and_record
+
+        meta = call(lambda: svc().meta(collection))
+        if not meta.get("questions"):
+            raise APIError(400, f"collection {collection!r} has no question set; ingest with --questions first")
+        return call(lambda: run_and_record(svc(), collection, meta["questions"], req.k, req.modes))
+
+    return app
+
+
+def _check(collection: str) -> str:
+    from deployments.vectorstore import check_name
+
+    return check_name(collection)
+
+
+def _make_ingress() -> Any:
+    from ray import serve
+
+    @serve.ingress()
+    class RagIngress:
+        def __init__(self, config: dict[str, Any]):
+            self.config = config_from_dict(config)
+
+        def __serve_build_asgi_app__(self) -> Any:
+            from apps.rag.service import RagService
+
+            return create_app(self.config, lambda: RagService(self.config))
+
+    return RagIngress
+
+
+def build_app(args: dict[str, Any]) -> Any:
+    """Serve entry point: args = {"config": <dict>}. One replica: the embedded store has a single writer."""
+    from ray import serve
+
+    config = config_from_dict(args["config"])
+    res = config.rag.resources
+    opts: dict[str, Any] = {"name": "RagIngress", "ray_actor_options": {"num_cpus": res.num_cpus},
+                            "max_ongoing_requests": res.max_ongoing_requests,
+                            "num_replicas": 1 if not config.rag.qdrant_url else (res.num_replicas or 1)}
+    return serve.deployment(_make_ingress()).options(**opts).bind(config.model_dump())

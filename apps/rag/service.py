@@ -1,0 +1,203 @@
+"""`RagService`: the one object the CLI, the Serve app, the UI and the benchmark drive.
+
+It owns a vector store (embedded or server), the in-process embedder and the BM25 encoder; the chat model is
+reached through an injectable client (default `apps.client.ConductorClient`, i.e. the gateway) so tests and users
+can point answers at any OpenAI-compatible base URL.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator
+
+from apps.rag.answer import NO_ANSWER, Answer, generate, generate_stream, low_relevance, make_answer
+from apps.rag.chunking import STRATEGIES
+from apps.rag.ingest import IngestReport, Progress, SparseEncoder, ingest_local, plan
+from apps.rag.retrieval import Hit, Reranker, SearchParams, search
+from cluster.config import ConductorConfig
+from deployments.vectorstore import StoreError, check_name, open_store
+
+
+class RagError(ValueError):
+    """A user mistake (missing collection, empty question, bad settings): 4xx / one-line CLI error."""
+
+
+class RagService:
+    def __init__(self, config: ConductorConfig, store: Any = None, embedder: Any = None, client: Any = None):
+        self.config = config
+        self.cfg = config.rag
+        self.store = store or open_store(self.cfg)
+        self._embedder = embedder
+        self._client = client
+        self.sparse = SparseEncoder()
+        self._reranker: Reranker | None = None
+
+    # --- lazy heavy parts ---------------------------------------------------------------------------------
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from deployments.embedder_local import shared_embedder
+
+            self._embedder = shared_embedder(self.cfg.embedding_model)
+        return self._embedder
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from apps.client import ConductorClient
+
+            self._client = ConductorClient()
+        return self._client
+
+    @property
+    def reranker(self) -> Reranker:
+        if self._reranker is None:
+            self._reranker = Reranker(self.cfg.reranker, self.sparse, self.cfg.rerank_lexical_weight)
+        return self._reranker
+
+    def close(self) -> None:
+        self.store.close()
+
+    # --- collections --------------------------------------------------------------------------------------
+    def collections(self) -> list[dict[str, Any]]:
+        out = []
+        for name in self.store.list_collections():
+            meta = self.store.get_meta(name)
+            out.append({"name": name, **{k: v for k, v in meta.items() if k != "eval_history"}})
+        return out
+
+    def meta(self, collection: str) -> dict[str, Any]:
+        try:
+            return self.store.get_meta(check_name(collection))
+        except StoreError as e:
+            raise RagError(str(e)) from None
+
+    def delete(self, collection: str) -> None:
+        self.meta(collection)
+        self.store.delete_collection(collection)
+
+    def _ensure_collection(self, name: str, chunking: str | None, size: int | None, overlap: int | None) -> dict:
+        check_name(name)
+        want = {"chunking": chunking or self.cfg.chunking, "chunk_size": size or self.cfg.chunk_size,
+                "chunk_overlap": self.cfg.chunk_overlap if overlap is None else overlap}
+        if want["chunking"] not in STRATEGIES:
+            raise RagError(f"unknown chunking {want['chunking']!r}; choose one of {', '.join(STRATEGIES)}")
+        if want["chunk_overlap"] >= want["chunk_size"]:
+            raise RagError("chunk overlap must be smaller than the chunk size")
+        if self.store.exists(name):
+            meta = self.store.get_meta(name)
+            if meta["embedding_model"] != self.cfg.embedding_model:
+                raise RagError(f"collection {name!r} was embedded with {meta['embedding_model']!r}, not "
+                               f"{self.cfg.embedding_model!r}; ingest into a new collection")
+            for key, given in {"chunking": chunking, "chunk_size": size, "chunk_overlap": overlap}.items():
+                if given is not None and meta[key] != given:
+                    raise RagError(f"collection {name!r} uses {key}={meta[key]!r}; use a new collection for "
+                                   f"{given!r}")
+            return meta
+        meta = {"embedding_model": self.cfg.embedding_model, "dim": self.embedder.dim, **want,
+                "created": time.time(), "documents": 0, "chunks": 0}
+        self.store.create_collection(name, self.embedder.dim, meta)
+        return meta
+
+    # --- ingestion ----------------------------------------------------------------------------------------
+    def ingest(self, paths: list[str], collection: str, chunking: str | None = None, chunk_size: int | None = None,
+               chunk_overlap: int | None = None, engine: str = "local", progress: Progress | None = None,
+               questions: str | None = None, actors: int = 1) -> IngestReport:
+        t0 = time.perf_counter()
+        try:
+            meta = self._ensure_collection(collection, chunking, chunk_size, chunk_overlap)
+            p = plan(self.store, collection, paths)
+        except (FileNotFoundError, StoreError) as e:
+            raise RagError(str(e)) from None
+        report = IngestReport(collection, unchanged=p["unchanged"], skipped=dict(p["skipped"]), engine=engine)
+        settings = {k: meta[k] for k in ("chunking", "chunk_size", "chunk_overlap")}
+        if p["todo"]:
+            if engine == "ray":
+                from apps.rag.ingest_ray import ingest_ray
+
+                ingest_ray(self.store, collection, p["todo"], settings, self.cfg.embedding_model, report,
+                           p["state"], progress, actors=actors, num_cpus=self.cfg.options.get("ingest_cpus", 1.0))
+            else:
+                ingest_local(self.store, collection, p["todo"], settings, self.embedder, report, p["state"], progress)
+        self.store.delete_where(collection, "source", p["gone"])
+        report.deleted = p["gone"]
+        report.seconds = round(time.perf_counter() - t0, 3)
+        meta = self.store.get_meta(collection)
+        meta.update(chunks=self.store.count(collection), last_ingest=time.time(),
+                    documents=len(p["unchanged"]) + len(report.added) + len(report.updated)
+                    if paths else meta.get("documents", 0))
+        if questions:
+            meta["questions"] = questions
+        self.store.set_meta(collection, meta)
+        if meta.get("questions"):
+            from apps.rag.eval import run_and_record
+
+            try:  # re-evaluate after every ingestion into a collection with a question set; keep the history
+                run_and_record(self, collection, meta["questions"])
+            except (OSError, ValueError) as e:
+                report.skipped["(evaluation)"] = f"evaluation not re-run: {e}"
+        return report
+
+    def context(self, collection: str, source: str, start: int, end: int, window: int = 600) -> dict[str, Any]:
+        """A cited span with the text around it (the UI's clickable citations). Only documents of the collection."""
+        from pathlib import Path
+
+        from apps.rag.parsers import ParseError, parse_bytes
+
+        self.meta(collection)
+        if not self.store.count(collection, "source", source):
+            raise RagError(f"{source!r} is not a document of collection {collection!r}")
+        try:
+            doc = parse_bytes(Path(source).read_bytes(), source)
+        except (OSError, ParseError) as e:
+            raise RagError(f"cannot read {source}: {e}") from None
+        if not 0 <= start <= end <= len(doc.text):
+            raise RagError(f"span {start}-{end} is outside the document (length {len(doc.text)})")
+        lo, hi = max(0, start - window), min(len(doc.text), end + window)
+        return {"source": source, "title": doc.title, "section": doc.section_at(start), "start": start, "end": end,
+                "before": doc.text[lo:start], "passage": doc.text[start:end], "after": doc.text[end:hi]}
+
+    # --- retrieval and answers ----------------------------------------------------------------------------
+    def _check_query(self, collection: str, question: str) -> None:
+        if not isinstance(question, str) or not question.strip():
+            raise RagError("the question is empty")
+        meta = self.meta(collection)
+        if meta["embedding_model"] != self.cfg.embedding_model:
+            raise RagError(f"collection {collection!r} is embedded with {meta['embedding_model']!r} but queries "
+                           f"are embedded with {self.cfg.embedding_model!r}; refusing to mix models")
+
+    def search(self, collection: str, question: str, params: SearchParams | None = None) -> list[Hit]:
+        params = params or SearchParams(k=self.cfg.top_k)
+        self._check_query(collection, question)
+        qvec = self.embedder.embed([question.strip()])[0]
+        try:
+            return search(self.store, collection, question.strip(), qvec, self.sparse, params, self.cfg,
+                          self.reranker if params.rerank else None)
+        except StoreError as e:
+            raise RagError(str(e)) from None
+
+    def ask(self, collection: str, question: str, params: SearchParams | None = None,
+            model: str | None = None) -> Answer:
+        hits = self.search(collection, question, params)
+        warning = low_relevance(hits, self.cfg.low_relevance_threshold)
+        if warning:
+            return make_answer(NO_ANSWER, hits, None, warning).model_copy(update={"citations": []})
+        model = model or self.cfg.chat_model
+        text = generate(self.client, model, question, hits, self.cfg.max_context_chars)
+        return make_answer(text, hits, model, None)
+
+    def ask_stream(self, collection: str, question: str, params: SearchParams | None = None,
+                   model: str | None = None) -> Iterator[dict[str, Any]]:
+        """Events: {"type": "sources", ...}, {"type": "delta", "text"}, then {"type": "answer", <Answer>}."""
+        hits = self.search(collection, question, params)
+        warning = low_relevance(hits, self.cfg.low_relevance_threshold)
+        yield {"type": "sources", "sources": [h.model_dump() for h in hits], "warning": warning}
+        if warning:
+            yield {"type": "answer", **make_answer(NO_ANSWER, hits, None, warning).model_dump()}
+            return
+        model = model or self.cfg.chat_model
+        text = ""
+        for piece in generate_stream(self.client, model, question, hits, self.cfg.max_context_chars):
+            text += piece
+            yield {"type": "delta", "text": piece}
+        yield {"type": "answer", **make_answer(text, hits, model, None).model_dump()}

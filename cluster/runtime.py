@@ -1,0 +1,78 @@
+"""The local Ray head: start it bound to loopback with token auth on, find it, stop it.
+
+`ray start` (not an in-process `ray.init()`) so the cluster outlives the CLI in `--detach` mode and other
+processes (`conductor train`, `ray job submit`, the dashboard) can join it with address="auto".
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cluster.config import ConductorConfig
+
+TOKEN_PATH = Path("~/.ray/auth_token").expanduser()
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def ray_bin() -> str:
+    exe = Path(sys.executable).with_name("ray")
+    return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
+
+
+def _env(config: ConductorConfig) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if config.ray.token_auth:
+        env["RAY_AUTH_MODE"] = "token"  # the 2.60 default; set explicitly so an inherited opt-out can't slip in
+    return env
+
+
+def cluster_running() -> bool:
+    """True when `ray status` can reach a cluster started by `ray start` on this machine."""
+    try:
+        r = subprocess.run([ray_bin(), "status"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+def start_head(config: ConductorConfig) -> None:
+    rc = config.ray
+    cmd = [ray_bin(), "start", "--head", "--node-ip-address=127.0.0.1",
+           f"--dashboard-host={rc.dashboard_host}", f"--dashboard-port={rc.dashboard_port}",
+           f"--metrics-export-port={rc.metrics_export_port}", "--disable-usage-stats"]
+    if rc.num_cpus:
+        cmd.append(f"--num-cpus={rc.num_cpus}")
+    if rc.temp_dir:
+        cmd.append(f"--temp-dir={rc.temp_dir}")
+    t0 = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(config), timeout=300)
+    if r.returncode != 0:
+        tail = (r.stderr or r.stdout).strip().splitlines()[-5:]
+        raise ClusterError("`ray start` failed: " + " | ".join(tail))
+    print(f"Ray head started in {time.time() - t0:.1f}s (dashboard http://{rc.dashboard_host}:{rc.dashboard_port})",
+          file=sys.stderr)
+
+
+def connect(config: ConductorConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.update({k: v for k, v in _env(config).items() if k.startswith(("RAY_", "HF_", "TOKENIZERS"))})
+    ray.init(address=config.ray.address or "auto", log_to_driver=False, logging_level="WARNING",
+             namespace="conductor")
+
+
+def stop_head() -> None:
+    subprocess.run([ray_bin(), "stop", "--force"], capture_output=True, text=True, timeout=120)

@@ -1,0 +1,63 @@
+"""End to end with the packaged local model (SmolLM2-135M via llama.cpp) under constrained decoding.
+
+The model sits behind a loopback OpenAI-compatible endpoint (apps.agent.local_llm), so the agent talks HTTP to
+it exactly as it talks to the gateway; the served-stack variant is in test_served.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from apps.agent import build_runner
+from apps.agent.llm import ChatModel
+from cluster.config import ConductorConfig
+
+pytest.importorskip("xllamacpp")
+
+
+@pytest.fixture(scope="module")
+def local_llm():
+    from apps.agent.local_llm import LocalChatServer
+    from deployments.packaged import PackagedModelMissing
+
+    try:
+        server = LocalChatServer()
+    except PackagedModelMissing as e:
+        pytest.skip(str(e))
+    with server:
+        yield server
+
+
+def test_calculator_task_end_to_end_constrained(local_llm, tmp_path):
+    config = ConductorConfig()
+    runner = build_runner(config, base_url=local_llm.base_url, api_key="", model="smollm2",
+                          data_dir=str(tmp_path), max_steps=4)
+    trace = runner.run("What is 17 times 23 plus 5?", agent="math")
+    steps = [s for s in trace.steps if s.kind == "model"]
+    # Every model step was a valid, schema-conforming step (constrained decoding), and the run finished.
+    assert all(s.valid for s in steps), [s.output for s in steps]
+    calc = [c for s in steps for c in s.calls if c.tool == "calculator" and c.status == "ok"]
+    assert calc and calc[0].result == "396"
+    assert trace.stopped_reason == "final_answer", trace.steps[-1].note
+    assert "396" in trace.answer
+    assert all(s.model_ms > 0 and s.prompt_tokens > 0 for s in steps)
+
+
+def test_constrained_step_schema_is_honoured_by_llama_cpp(local_llm):
+    from apps.agent import protocol as P
+    from apps.agent.builtin import builtin_registry
+
+    reg = builtin_registry(None)
+    tools = [reg.get("calculator"), reg.get("current_time")]
+    model = ChatModel(local_llm.base_url, None, "smollm2")
+    msgs = [{"role": "system", "content": P.system_prompt("You use tools.", tools, "react")},
+            {"role": "user", "content": "What time is it in Tokyo?"}]
+    reply = model.complete(msgs, max_tokens=96, temperature=0,
+                           response_format=P.response_format(P.step_schema(tools)))
+    step = json.loads(reply.content)
+    assert set(step) in ({"tool", "args"}, {"final_answer"})
+    if "tool" in step:
+        assert step["tool"] in {"calculator", "current_time"}
+        reg.validate(step["tool"], step["args"])  # arguments match the tool's pydantic model
