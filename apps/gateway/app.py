@@ -78,7 +78,7 @@ class Gateway:
 
             from apps.gateway.ui import build_ui
 
-            app = gr.mount_gradio_app(app, build_ui(self.config), path="/ui")
+            app = gr.mount_gradio_app(app, build_ui(self.config), path="/ui", **ui_mount_options(self.config))
         except Exception:  # the API must come up even if a UI tab is broken; the log says why
             log.exception("Gradio UI failed to build; /ui is unavailable")
         return app
@@ -92,6 +92,21 @@ class Gateway:
         except Exception as e:
             apps = {"error": f"{type(e).__name__}: {e}"}
         return {"applications": apps, "router": self.router.status()}
+
+
+def ui_mount_options(config: ConductorConfig) -> dict[str, Any]:
+    """Uploads are capped by Gradio before they are stored; when API keys are required the UI asks for one
+    (user name free, the key as password) since a browser cannot send a bearer header."""
+    from apps.common import hash_key, keys_required, load_api_keys
+
+    opts: dict[str, Any] = {"max_file_size": config.server.max_upload_bytes, "ssr_mode": False,
+                            "footer_links": ["api", "settings"]}
+    hashes = load_api_keys(config)
+    if keys_required(config, hashes):
+        user_hashes = {h for h, u in hashes.items() if u != "conductor-internal"}
+        opts["auth"] = lambda _user, password: hash_key(password or "") in user_hashes
+        opts["auth_message"] = "Sign in with any user name and your Conductor API key as the password."
+    return opts
 
 
 def build_gateway(config: ConductorConfig, engine_overrides: dict[str, type] | None = None) -> Any:
