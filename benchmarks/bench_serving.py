@@ -1,0 +1,137 @@
+"""Serving overhead: Conductor's API vs calling the same engine in-process, and embeddings under concurrency.
+
+- LLM: the packaged SmolLM2 (llama.cpp), same prompt, greedy, fixed output length (ignore_eos). Streaming through
+  the gateway (HTTP -> proxy -> gateway -> LLM replica) vs `LlamaCppEngine.chat_stream` called directly.
+- Embeddings: 16 concurrent clients posting small batches to /v1/embeddings vs one process calling
+  sentence-transformers `encode` on the same texts in batches of 64.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import json
+import os
+import socket
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+PROMPT = [{"role": "user", "content": "Write a short story about a lighthouse keeper and a storm."}]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _DirectLLM:
+    """The baseline: the same engine class, called in this process with no Serve or HTTP in between."""
+
+    def __init__(self) -> None:
+        from cluster.config import EngineConfig
+        from deployments.engines.llamacpp import LlamaCppEngine
+
+        self.loop = asyncio.new_event_loop()
+        self.eng = LlamaCppEngine(EngineConfig(name="direct", engine="llamacpp", model="packaged:smollm2"))
+        self.loop.run_until_complete(self.eng.start())
+
+    def once(self, n_tokens: int) -> tuple[float, float]:
+        async def go() -> tuple[float, float]:
+            t0 = time.perf_counter()
+            first = None
+            async for chunk in self.eng.chat_stream({"messages": PROMPT, "max_tokens": n_tokens, "temperature": 0,
+                                                     "ignore_eos": True}):
+                if first is None and any((c.get("delta") or {}).get("content") for c in chunk.get("choices", [])):
+                    first = time.perf_counter()
+            return n_tokens / (time.perf_counter() - t0), (first or t0) - t0
+
+        return self.loop.run_until_complete(go())
+
+
+def _api_llm_once(h, n_tokens: int) -> tuple[float, float]:
+    body = {"model": "smollm2", "messages": PROMPT, "max_tokens": n_tokens, "temperature": 0, "ignore_eos": True,
+            "stream": True}
+    t0 = time.perf_counter()
+    first = None
+    with h.stream("POST", "/v1/chat/completions", json=body) as r:
+        for line in r.iter_lines():
+            if first is None and line.startswith("data: {") and '"content": "' in line:
+                first = time.perf_counter()
+    return n_tokens / (time.perf_counter() - t0), (first or t0) - t0
+
+
+def _interleaved(a, b, runs: int) -> tuple[list, list]:
+    """Alternate A and B (after one warm-up each) so a noisy machine loads both sides alike."""
+    a(), b()
+    ra, rb = [], []
+    for _ in range(runs):
+        ra.append(a())
+        rb.append(b())
+    return ra, rb
+
+
+def _texts(n: int) -> list[str]:
+    words = "river stone cloud engine garden lantern harbor violin meadow circuit falcon orbit".split()
+    return [" ".join(words[(i * 7 + j) % len(words)] for j in range(8 + i % 9)) + f" #{i}" for i in range(n)]
+
+
+def _api_embed(h, texts: list[str], clients: int = 16, per_request: int = 8) -> float:
+    chunks = [texts[i:i + per_request] for i in range(0, len(texts), per_request)]
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(clients) as pool:
+        list(pool.map(lambda c: h.post("/v1/embeddings", json={"input": c}).raise_for_status(), chunks))
+    return len(texts) / (time.perf_counter() - t0)
+
+
+def _direct_embed(emb, texts: list[str]) -> float:
+    t0 = time.perf_counter()
+    for i in range(0, len(texts), 64):
+        emb.embed(texts[i:i + 64])
+    return len(texts) / (time.perf_counter() - t0)
+
+
+def _med(xs: list, i: int | None = None) -> float:
+    return statistics.median([x[i] if i is not None else x for x in xs])
+
+
+def run(quick: bool = False) -> list[dict]:
+    import httpx
+    import ray
+
+    from deployments.embedder_local import LocalEmbedder
+    from tests.stack import start_stack
+
+    n_tokens, runs, n_texts = (64, 2, 256) if quick else (128, 5, 512)
+    texts = _texts(n_texts)
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    try:
+        stack = start_stack(Path(tempfile.mkdtemp()), _free_port(), only=["gateway"])
+        direct, emb = _DirectLLM(), LocalEmbedder("packaged:minilm")
+        with httpx.Client(base_url=stack.base_url, headers={"Authorization": f"Bearer {stack.api_key}"},
+                          timeout=120, limits=httpx.Limits(max_connections=16)) as h:
+            api, base = _interleaved(lambda: _api_llm_once(h, n_tokens), lambda: direct.once(n_tokens), runs)
+            api_e, base_e = _interleaved(lambda: _api_embed(h, texts), lambda: _direct_embed(emb, texts), max(2, runs // 2))
+        stack.stop()
+    finally:
+        ray.shutdown()
+    api_tps, api_ttft, direct_tps, direct_ttft = _med(api, 0), _med(api, 1), _med(base, 0), _med(base, 1)
+    api_eps, direct_eps = _med(api_e), _med(base_e)
+    added_ms = (api_ttft - direct_ttft) * 1000
+    return [
+        {"name": f"LLM stream tokens/s (SmolLM2 Q4_1, {n_tokens} tokens)", "conductor": round(api_tps, 1),
+         "baseline": round(direct_tps, 1), "unit": "tok/s", "higher_is_better": True, "goal": "≥ 0.95×",
+         "notes": "baseline: LlamaCppEngine in-process; runs interleaved"},
+        {"name": "LLM time to first token", "conductor": round(api_ttft * 1000, 1),
+         "baseline": round(direct_ttft * 1000, 1), "unit": "ms", "higher_is_better": False,
+         "goal": "≤ 20 ms added", "notes": f"added {added_ms:+.1f} ms"},
+        {"name": f"Embeddings, 16 concurrent clients ({n_texts} texts)", "conductor": round(api_eps, 1),
+         "baseline": round(direct_eps, 1), "unit": "texts/s", "higher_is_better": True, "goal": "≥ 0.9×",
+         "notes": "baseline: sentence-transformers encode, batch 64, one process"},
+    ]
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(quick=bool(os.environ.get("QUICK"))), indent=2))
