@@ -27,8 +27,10 @@ system-deps:
 run: install
 	$(BIN)/conductor up
 
+# Two invocations: the lifecycle tests end with `ray stop`, which would take the suite's own cluster with it.
 test: install system-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not lifecycle" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m lifecycle tests/lifecycle $(PYTEST_ARGS)
 
 bench: install system-deps
 	$(BIN)/python -m benchmarks.run
