@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import threading
@@ -21,6 +22,7 @@ from fastapi.responses import JSONResponse
 
 from cluster.config import ConductorConfig
 
+log = logging.getLogger("conductor.http")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # Paths anyone on the bind address may read: liveness, and the UI's own static/queue routes (the UI does its own
 # login when keys are required).
@@ -93,22 +95,56 @@ def export_client_env(config: ConductorConfig) -> None:
 
 
 class RateLimiter:
-    """Fixed one-minute windows per user, in this replica's memory (Redis-backed variant: deployments.ratelimit)."""
+    """Fixed one-minute windows per user, counted in this replica's memory."""
 
     def __init__(self, per_minute: int):
         self.per_minute = per_minute
         self._counts: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
 
-    def allow(self, user: str) -> tuple[bool, int]:
-        if self.per_minute <= 0:
-            return True, 0
-        window = int(time.time() // 60)
+    def _incr(self, user: str, window: int) -> int:
         with self._lock:
             self._counts = {k: v for k, v in self._counts.items() if k[1] >= window}
             n = self._counts.get((user, window), 0) + 1
             self._counts[(user, window)] = n
-        return n <= self.per_minute, 60 - int(time.time() % 60)
+        return n
+
+    def allow(self, user: str) -> tuple[bool, int]:
+        """(allowed, seconds until the window resets)."""
+        if self.per_minute <= 0:
+            return True, 0
+        now = time.time()
+        return self._incr(user, int(now // 60)) <= self.per_minute, 60 - int(now % 60)
+
+
+class RedisRateLimiter(RateLimiter):
+    """The same windows, counted in Redis so every replica of every app shares one budget per user.
+    If Redis stops answering, requests are let through (and logged) rather than failing the API."""
+
+    def __init__(self, per_minute: int, url: str, prefix: str = "conductor:rl"):
+        super().__init__(per_minute)
+        import redis
+
+        self.redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.prefix = prefix
+
+    def _incr(self, user: str, window: int) -> int:
+        key = f"{self.prefix}:{user}:{window}"
+        try:
+            pipe = self.redis.pipeline()
+            pipe.incr(key)
+            pipe.expire(key, 120)
+            return int(pipe.execute()[0])
+        except Exception as e:  # fail open: a limiter outage must not become an API outage
+            log.warning("rate limiter: redis unavailable (%s); allowing request", type(e).__name__)
+            return 0
+
+
+def make_rate_limiter(config: ConductorConfig) -> RateLimiter:
+    per_minute = config.server.rate_limit_per_minute
+    if per_minute > 0 and config.server.redis_url:
+        return RedisRateLimiter(per_minute, config.server.redis_url)
+    return RateLimiter(per_minute)
 
 
 def bearer_key(request: Request) -> str | None:
@@ -123,7 +159,7 @@ def install_common(app: FastAPI, config: ConductorConfig, max_body_bytes: int | 
     export_client_env(config)
     keys = load_api_keys(config)
     required = keys_required(config, keys)
-    limiter = RateLimiter(config.server.rate_limit_per_minute)
+    limiter = make_rate_limiter(config)
     limit = max_body_bytes or config.server.max_body_bytes
 
     @app.exception_handler(APIError)

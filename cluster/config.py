@@ -103,6 +103,10 @@ class ServerConfig(_Strict):
         None, description="Force key checks on/off; None means on exactly when host is not loopback or keys are set."
     )
     rate_limit_per_minute: int = Field(0, ge=0, description="Requests per key per minute; 0 disables.")
+    redis_url: str | None = Field(
+        None, description="redis://host:port/db shared by every gateway/app replica for rate-limit counters; "
+        "None keeps counters in each replica's memory (exact only with one replica).",
+    )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest JSON body accepted, checked before parsing.")
     max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1024, description="Largest file upload (RAG docs, video).")
     request_timeout_s: float = Field(120.0, gt=0, description="Total time a chat request may take across fallbacks.")
@@ -146,10 +150,10 @@ class RagConfig(_Strict):
     top_k: int = Field(5, ge=1, le=100, description="Passages retrieved per question.")
     fetch_k: int = Field(40, ge=1, le=1000, description="Candidates each retriever prefetches before fusion.")
     rrf_k: int = Field(5, ge=1, description="Reciprocal-rank-fusion constant (5 measured best on the FAQ set).")
-    dense_weight: float = Field(2.0, gt=0, description="RRF weight of the dense retriever.")
+    dense_weight: float = Field(1.0, gt=0, description="RRF weight of the dense retriever.")
     sparse_weight: float = Field(1.0, gt=0, description="RRF weight of the BM25 retriever.")
     rerank_lexical_weight: float = Field(
-        0.25, ge=0, description="Built-in rerank: bonus per share of query terms found in the passage.")
+        0.1, ge=0, description="Built-in rerank: weight of the IDF-weighted share of query terms in the passage.")
     low_relevance_threshold: float = Field(
         0.3, description="Below this best dense cosine the answer carries a low-relevance warning.")
     reranker: str | None = Field(
@@ -175,7 +179,7 @@ class VideoLimits(_Strict):
     probe_bytes: int = Field(5_000_000, ge=32_768, description="FFmpeg probesize: bytes read to find streams.")
     probe_duration_s: float = Field(5.0, gt=0, description="FFmpeg analyzeduration: media seconds probed.")
     probe_timeout_s: float = Field(10.0, gt=0, description="Wall-clock limit of the probe worker before it is killed.")
-    worker_memory_mb: int = Field(2048, ge=256, description="Address-space cap of the probe/decode worker process.")
+    worker_memory_mb: int = Field(2048, ge=64, description="Address-space cap of the probe/decode worker process.")
     decode_timeout_s: float = Field(1800.0, gt=0, description="Wall-clock limit of one video's decode worker.")
 
 
@@ -188,6 +192,9 @@ class VideoConfig(_Strict):
     vision_model: str | None = Field(None, description="CLIP/SigLIP local dir or hub id; None disables visual search.")
     caption_model: str | None = Field(None, description="Model id (on the gateway) that accepts images in messages "
                                       "to caption key frames; None skips captions.")
+    caption_base_url: str | None = Field(None, description="Server root of the OpenAI-compatible API that captions "
+                                         "(its /v1/chat/completions); None uses the gateway (CONDUCTOR_BASE_URL).")
+    caption_api_key_env: str | None = Field(None, description="Env var holding the caption API's key.")
     chat_model: str | None = Field(None, description="Model id that writes summaries; None uses default_model.")
     embedding_model: str = Field("packaged:minilm", description="In-process text embedder for transcript + OCR.")
     asr_model: str = Field("packaged:whisper-base", description="faster-whisper model dir, `packaged:whisper-base`, "
@@ -219,6 +226,17 @@ class AgentSandboxConfig(_Strict):
     allow_network: bool = Field(False, description="Run even where no network namespace can be made (unsafe).")
 
 
+class AgentDefinition(_Strict):
+    """An agent declared in config (added to, or replacing by name, the built-in ones in apps/agent/agents.py)."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_]{1,40}$", description="Agent name used in requests.")
+    instructions: str = Field(..., min_length=1, description="Its system instructions.")
+    tools: list[str] = Field(default_factory=list, description="Tool names it may call (its allow-list).")
+    handoffs: list[str] = Field(default_factory=list, description="Agents it may hand the conversation to.")
+    agent_tools: list[str] = Field(default_factory=list, description="Agents it may consult as tools.")
+    description: str = Field("", description="Shown to other agents that can hand off to / consult it.")
+
+
 class AgentConfig(_Strict):
     enabled: bool = True
     chat_model: str = Field("smollm2", description="Model id the agent sends to the chat API.")
@@ -240,6 +258,7 @@ class AgentConfig(_Strict):
     file_roots: list[str] = Field(default_factory=list, description="Folders the read_file tool may read.")
     rag_collection: str = Field("default", description="Collection the search_documents tool searches.")
     sandbox: AgentSandboxConfig = Field(default_factory=AgentSandboxConfig)
+    agents: list[AgentDefinition] = Field(default_factory=list, description="Extra or overriding agents.")
     resources: DeploymentResources = Field(default_factory=lambda: DeploymentResources(num_cpus=0.1))
     options: dict[str, Any] = Field(default_factory=dict, description="Free-form agent settings (see apps/agent).")
 
@@ -247,11 +266,25 @@ class AgentConfig(_Strict):
 class DetectiveConfig(_Strict):
     enabled: bool = True
     resources: DeploymentResources = Field(default_factory=lambda: DeploymentResources(num_cpus=0.05))
+    path_roots: list[str] = Field(
+        default_factory=list,
+        description="Server-side folders that HTTP/UI path requests may inspect. Empty: any path while the server "
+        "binds loopback, none when it is exposed (then users upload files instead).",
+    )
+    max_upload_bytes: int = Field(1024 * 1024 * 1024, ge=1024, description="Largest model file accepted by upload.")
+    default_context: int = Field(4096, ge=1, description="Context length for the KV-cache estimate by default.")
+    allow_run: bool = Field(True, description="Allow the optional attention run (loads the model) over HTTP/UI.")
+    run_max_params: int = Field(600_000_000, ge=1, description="Largest model the attention run will load.")
     options: dict[str, Any] = Field(default_factory=dict)
 
 
 class TrainingConfig(_Strict):
-    runs_dir: str = Field("~/.conductor/runs", description="Ray Train storage_path for checkpoints.")
+    runs_dir: str = Field("~/.conductor/runs", description="Ray Train storage_path: one folder per run with "
+                          "metrics.jsonl, the tokenized data and the checkpoints.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPU resources each training worker reserves "
+                                   "(`conductor train --cpus-per-worker` overrides).")
+    max_failures: int = Field(1, ge=0, description="Worker failures a run recovers from by restarting from its "
+                              "latest checkpoint (`--max-failures` overrides).")
     options: dict[str, Any] = Field(default_factory=dict)
 
 
