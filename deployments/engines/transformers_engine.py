@@ -66,6 +66,8 @@ class TransformersEngine(Engine):
                               if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id}
         if temp > 0:
             kw.update(temperature=temp, top_p=float(request.get("top_p") or 1.0))
+        if request.get("ignore_eos"):  # same knob as llama.cpp / vLLM: generate exactly max_tokens (benchmarks)
+            kw["min_new_tokens"] = max_new
         if request.get("seed") is not None:
             torch.manual_seed(int(request["seed"]))
         return kw
