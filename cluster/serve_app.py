@@ -83,7 +83,18 @@ def deploy(config: ConductorConfig, only: list[str] | None = None, engine_overri
     serve.start(http_options={"host": config.server.host, "port": config.server.port})
     names = []
     for spec, app in build_applications(config, only, engine_overrides):
-        serve.run(app, name=spec.name, route_prefix=spec.route_prefix, blocking=False)
+        try:
+            serve.run(app, name=spec.name, route_prefix=spec.route_prefix, blocking=False)
+        except Exception as e:
+            if spec.name == "gateway":
+                raise
+            # One broken app must not take the platform down; `conductor status` shows it, the log says why.
+            log.error("app %s failed to deploy: %s", spec.name, e)
+            try:
+                serve.delete(spec.name)
+            except Exception:
+                pass
+            continue
         names.append(spec.name)
     return names
 
