@@ -69,6 +69,9 @@ def summarize(scores: list[HeadScore], period: int, tokens: int) -> AttentionAna
 
 def _load(path: Path, report: Report):  # type: ignore[no-untyped-def]
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # --json must print one document; progress bars are noise on stderr
 
     folder = path if path.is_dir() else path.parent
     cfg_path = folder / "config.json"

@@ -21,6 +21,8 @@ def detect(path: str, as_json: bool, context_length: int | None, run_attention: 
     """Reverse-engineer the model at PATH (HF folder, .safetensors or .gguf) without loading its weights."""
     from apps.detective import DetectiveError, inspect_model
 
+    if maps_dir and not run_attention:
+        raise click.UsageError("--maps needs --run (the maps come from running the model)")
     try:
         report = inspect_model(path, context_length=context_length)
         analysis = None

@@ -12,9 +12,8 @@ from typing import Any
 
 from apps.detective.config_view import ConfigView
 from apps.detective.headers import ModelFiles, TensorInfo
-from apps.detective.roles import Role, classify
+from apps.detective.roles import Role, classify, normalized, pattern_of
 
-NORM_ROLES = {"norm"}
 
 
 @dataclass
@@ -43,6 +42,7 @@ class Tensors:
         for item in sorted(self.items, key=lambda x: (x[2].layer if x[2].layer is not None else -1, x[2].bias)):
             self.by_role[item[2].role].append(item)
         self.layers = sorted({r.layer for _, _, r in self.items if r.layer is not None})
+        self.patterns: set[str] = set()
 
     def first(self, role: str, component: str | None = None, bias: bool = False):  # type: ignore[no-untyped-def]
         for item in self.by_role.get(role, []):
@@ -90,8 +90,13 @@ def in_features(info: TensorInfo, hidden: int | None) -> int:
 def analyze(mf: ModelFiles) -> tuple[Facts, Tensors, ConfigView]:
     from apps.detective import facts_attention, facts_mlp, facts_misc
 
-    items = [(n, i, classify(n, len(i.shape))) for n, i in mf.tensors.items()]
+    items, norms = [], set()
+    for name, info in mf.tensors.items():
+        norm = normalized(name)
+        norms.add(norm)
+        items.append((name, info, classify(name, len(info.shape), norm)))
     t = Tensors(items)
+    t.patterns = {pattern_of(n) for n in norms}
     source = "config.json" if mf.format == "safetensors" else "gguf"
     cv = ConfigView(mf.config, mf.gguf_metadata, source=source)
     f = Facts()

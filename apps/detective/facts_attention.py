@@ -74,7 +74,8 @@ def _heads(f: Facts, t: Tensors, cv: ConfigView, q_w: int | None, k_w: int | Non
     f.set("head_dim", int(hd) if hd else None, hdkey)
     if heads and kv:
         kind = "mha" if kv == heads else ("mqa" if kv == 1 else "gqa")
-        f.set("attention", kind, f"{heads} query heads, {kv} key/value heads")
+        widths = f.evidence.get("attention_widths", [])[:2]
+        f.set("attention", kind, f"{heads} query heads, {kv} key/value heads", *widths)
     elif q_w and k_w and q_w == k_w:
         f.set("attention", "mha", f"key width {k_w} == query width {q_w}: one kv head per query head")
     else:

@@ -130,6 +130,12 @@ def tied_and_window(f: Facts, t: Tensors, cv: ConfigView) -> None:
         if isinstance(types, list) and types:
             n = sum(1 for x in types if "sliding" in str(x))
             f.set("sliding_window_layers", n, f"{cv.source}: layer_types has {n}/{len(types)} sliding layers")
+        elif cv.cfg:
+            f.set("sliding_window_layers", f.get("num_layers"), f"{cv.source}: no layer_types, so the window "
+                  "applies to every layer")
+        else:
+            f.notes.append("which layers use the sliding window is not in the metadata: the KV cache at context "
+                           "is given for full attention (an upper bound)")
     else:
         f.set("sliding_window", None, *([wkey] if wkey else []))
         if not cv.present:

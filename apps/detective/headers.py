@@ -6,7 +6,8 @@ Nothing here touches weight bytes. Every read goes through `_Budget`, which coun
 
 from __future__ import annotations
 
-import json
+import functools
+import gc
 import math
 import os
 import struct
@@ -23,20 +24,23 @@ ST_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "
                   "F4": 0.5, "F6_E2M3": 0.75, "F6_E3M2": 0.75, "C64": 8}
 
 
+try:  # orjson parses a 20 MB header ~3x faster than json; both give the same dicts
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - orjson ships with gradio, but keep working without it
+    from json import loads as _loads
+
+
 class DetectiveError(ValueError):
     """A bad input: the message is one line meant for the user (CLI error, HTTP 4xx)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class TensorInfo:
     shape: tuple[int, ...]
     dtype: str
     nbytes: int
     file: str = ""
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape) if self.shape else 1
+    numel: int = 1
 
 
 @dataclass
@@ -71,9 +75,10 @@ def _read_json(path: Path, budget: _Budget, what: str) -> dict[str, Any]:
     with open(path, "rb") as f:
         raw = budget.read(f, size)
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DetectiveError(f"{path.name}: {what} is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
+        data = _loads(raw)
+    except ValueError as e:
+        reason = str(e).splitlines()[0][:120] if str(e) else "parse error"
+        raise DetectiveError(f"{path.name}: {what} is not valid JSON ({reason})") from None
     if not isinstance(data, dict):
         raise DetectiveError(f"{path.name}: {what} must be a JSON object")
     return data
@@ -95,41 +100,49 @@ def read_safetensors_header(path: Path, budget: _Budget) -> dict[str, TensorInfo
     if raw[:1] != b"{":
         raise DetectiveError(f"{path.name}: not a safetensors file (header is not a JSON object)")
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = _loads(raw)
+    except ValueError:  # JSONDecodeError, orjson.JSONDecodeError and UnicodeDecodeError are all ValueErrors
         raise DetectiveError(f"{path.name}: corrupt safetensors header (invalid JSON)") from None
     if not isinstance(header, dict):
         raise DetectiveError(f"{path.name}: corrupt safetensors header (not an object)")
     data_bytes = size - 8 - n
+    fname = path.name
     out: dict[str, TensorInfo] = {}
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        out[name] = _validate_entry(path.name, name, entry, data_bytes)
+        out[name] = _validate_entry(fname, name, entry, data_bytes)
     return out
 
 
 def _validate_entry(fname: str, name: str, entry: Any, data_bytes: int) -> TensorInfo:
+    # Hot loop for 10^5-tensor headers: plain checks, no helper calls on the happy path.
     try:
-        dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        begin, end = offsets
     except (TypeError, KeyError, ValueError):
         raise DetectiveError(f"{fname}: corrupt header entry for tensor {name!r}") from None
-    if dtype not in ST_DTYPE_BYTES:
+    itemsize = ST_DTYPE_BYTES.get(dtype)
+    if itemsize is None:
         raise DetectiveError(f"{fname}: tensor {name!r} has unknown dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    try:  # math.prod and min run in C: 10^5 shapes cost milliseconds, and floats/strings/negatives still fail
+        numel = math.prod(shape)
+        ok = type(shape) is list and type(numel) is int and (not shape or min(shape) >= 0)
+    except TypeError:
+        ok = False
+    if not ok:
         raise DetectiveError(f"{fname}: tensor {name!r} has an invalid shape {shape!r}")
-    numel = math.prod(shape) if shape else 1
     if numel > MAX_ELEMENTS:
         raise DetectiveError(f"{fname}: tensor {name!r} claims an absurd shape {shape} ({numel:.3g} elements)")
-    if not (isinstance(begin, int) and isinstance(end, int)) or not 0 <= begin <= end:
+    if type(begin) is not int or type(end) is not int or not 0 <= begin <= end:
         raise DetectiveError(f"{fname}: tensor {name!r} has invalid data offsets {[begin, end]}")
-    nbytes = math.ceil(numel * ST_DTYPE_BYTES[dtype])
+    nbytes = numel * itemsize if type(itemsize) is int else math.ceil(numel * itemsize)
     if end - begin != nbytes:
         raise DetectiveError(f"{fname}: tensor {name!r} claims {end - begin} bytes but {dtype}{shape} needs {nbytes}")
     if end > data_bytes:
         raise DetectiveError(f"{fname}: tensor {name!r} ends at byte {end}, past the file's {data_bytes} data bytes "
                              "(truncated file or absurd header)")
-    return TensorInfo(tuple(shape), dtype, nbytes, fname)
+    return TensorInfo(tuple(shape), dtype, nbytes, fname, numel)
 
 
 def _load_config(folder: Path, budget: _Budget) -> tuple[dict[str, Any] | None, str | None]:
@@ -209,6 +222,24 @@ def find_model_files(path: Path) -> tuple[str, Path]:
     raise DetectiveError(f"{path}: no model files (.safetensors or .gguf) in this directory")
 
 
+def no_gc(fn):  # type: ignore[no-untyped-def]
+    """Run without the cyclic GC: a 10^5-tensor header allocates ~10^6 acyclic objects, and in a process that has
+    imported torch or gradio each full collection rescans millions of live objects (it doubled inspection time)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+
+    return wrapper
+
+
+@no_gc
 def read_model(path: str | os.PathLike[str]) -> ModelFiles:
     kind, p = find_model_files(Path(path).expanduser())
     if kind == "gguf":

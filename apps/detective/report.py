@@ -9,8 +9,7 @@ from pydantic import BaseModel, Field
 
 from apps.detective.config_view import ConfigView
 from apps.detective.families import FAMILIES, load_references, score_families
-from apps.detective.headers import DetectiveError, read_model
-from apps.detective.roles import pattern
+from apps.detective.headers import DetectiveError, no_gc, read_model
 
 DEFAULT_CONTEXT = 4096
 
@@ -117,13 +116,18 @@ def _kv_at_context(values: dict[str, Any], ctx: int) -> int | None:
     window = values.get("sliding_window")
     if not window:
         return per_token * ctx
-    sliding = values.get("sliding_window_layers", layers)
+    sliding = values.get("sliding_window_layers") or 0
     per_layer = per_token / layers
     return int(per_layer * ((layers - sliding) * ctx + sliding * min(ctx, window)))
 
 
+@no_gc
 def inspect_model(path: str, context_length: int | None = None) -> Report:
     """Read headers only and report what the model is, with evidence. Raises DetectiveError on bad input."""
+    return _inspect(path, context_length)
+
+
+def _inspect(path: str, context_length: int | None) -> Report:
     from apps.detective.facts import analyze
 
     started = time.perf_counter()
@@ -134,7 +138,7 @@ def inspect_model(path: str, context_length: int | None = None) -> Report:
     facts, tensors, cv = analyze(mf)
     claim, claim_key, note = _claim(cv)
     known = claim in load_references()["families"] if claim else False
-    patterns = {pattern(n) for n in mf.tensors} if mf.format == "safetensors" else None
+    patterns = tensors.patterns if mf.format == "safetensors" else None
     cands = score_families(facts.features, patterns, cv, claim if known else None)
     values = dict(facts.values)
     report: dict[str, Any] = {k: v for k, v in values.items() if k in Report.model_fields}

@@ -41,7 +41,7 @@ def test_family_and_facts_with_model_type_stripped(zoo, family):
     assert (r.attention, r.num_key_value_heads, r.mlp, r.num_experts, r.norm, r.position_embedding) == \
         (attention, kv, mlp, experts, norm, pos)
     assert r.num_layers == 3 and r.num_attention_heads == 6 and r.hidden_size == 96
-    assert r.head_dim == (16 if family not in ("deepseek_v2", "deepseek_v3") else 16)
+    assert r.head_dim == 16
     assert r.vocab_size == 160
     assert r.evidence["attention"] and r.evidence["num_layers"]
     if r.kv_cache_bytes_per_token is not None and attention != "mla":
