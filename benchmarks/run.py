@@ -84,7 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", action="append", help="area(s) to run; default all")
     ap.add_argument("--quick", action="store_true", help="smaller inputs, for a smoke run")
     args = ap.parse_args(argv)
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     failed = 0
     for area in args.only or AREAS:
         try:
@@ -105,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             entry["error"] = f"{type(e).__name__}: {e}"
             failed += 1
+        # Re-read just before writing: another `--only` run may have finished meanwhile.
+        results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
         results[area] = entry
         RESULTS.write_text(json.dumps(results, indent=2))
         (ROOT / "BENCHMARKS.md").write_text(render(results))

@@ -13,7 +13,7 @@ from typing import Any
 def build_runner(config: Any, base_url: str | None = None, api_key: str | None = None, model: str | None = None,
                  registry: Any = None, agents: Any = None, store: Any = None, **cfg_overrides: Any):
     """An AgentRunner for `config` (a ConductorConfig). Arguments left out come from the environment/config."""
-    from apps.agent.agents import default_agents
+    from apps.agent.agents import configured_agents
     from apps.agent.builtin import builtin_registry
     from apps.agent.llm import ChatModel
     from apps.agent.loop import AgentRunner
@@ -23,5 +23,5 @@ def build_runner(config: Any, base_url: str | None = None, api_key: str | None =
     chat = ChatModel(base_url or os.environ.get("CONDUCTOR_BASE_URL"), api_key, model or cfg.chat_model,
                      timeout=cfg.max_seconds)
     reg = registry or builtin_registry(config, max_output_chars=cfg.max_observation_chars)
-    return AgentRunner(chat, reg, agents or default_agents(), cfg,
+    return AgentRunner(chat, reg, agents or configured_agents(cfg.agents), cfg,
                        store if store is not None else TraceStore(cfg.data_dir))

@@ -60,8 +60,20 @@ def default_agents() -> dict[str, AgentSpec]:
                   agent_tools=["math"], description="searches documents, videos and files"),
         AgentSpec("math", "You solve arithmetic with the calculator and computations with the python sandbox.",
                   tools=["calculator", "python"], description="arithmetic and code"),
+        # Calculator only: small local models offered the sandbox as well tend to write code for plain sums.
+        AgentSpec("calculator", "You solve arithmetic with the calculator.", tools=["calculator"],
+                  description="arithmetic with the calculator only"),
     ]
     return {s.name: s for s in specs}
+
+
+def configured_agents(definitions: list) -> dict[str, AgentSpec]:
+    """The built-in agents plus those from config (`agent.agents`), which replace built-ins of the same name."""
+    agents = default_agents()
+    for d in definitions:
+        agents[d.name] = AgentSpec(d.name, d.instructions, list(d.tools), list(d.handoffs), list(d.agent_tools),
+                                   d.description)
+    return agents
 
 
 def check_agents(agents: dict[str, AgentSpec], known_tools: set[str]) -> None:

@@ -23,7 +23,10 @@ Searcher = Callable[[str, str, int], list[dict[str, Any]]]
 
 
 class CalculatorArgs(BaseModel):
-    expression: str = Field(..., max_length=200, description="Arithmetic, e.g. (17 * 23) + 5 or sqrt(2) ** 3.")
+    # The pattern is also the grammar under constrained decoding: only characters arithmetic can use.
+    # Starting with a digit, "(" or "-" keeps small models from opening with stray punctuation or words.
+    expression: str = Field(..., pattern=r"^[0-9(-][0-9a-z+*/%^(). ,-]{0,119}$",
+                            description="Arithmetic starting with a number or '(', e.g. (17 * 23) + 5, 2 * sqrt(2).")
 
 
 class TimeArgs(BaseModel):
@@ -40,7 +43,8 @@ class ListFilesArgs(BaseModel):
 
 
 class SearchArgs(BaseModel):
-    query: str = Field(..., min_length=1, max_length=300, description="What to look for.")
+    # Short bound: under constrained decoding it also stops a degenerate model from filling max_tokens.
+    query: str = Field(..., min_length=1, max_length=150, description="What to look for.")
     k: int = Field(3, ge=1, le=10, description="How many results.")
 
 
@@ -107,38 +111,71 @@ class FileReader:
         return "\n".join(names[:200]) + (f"\n[... {len(names) - 200} more]" if len(names) > 200 else "")
 
 
+def _via_http() -> bool:
+    """Inside Serve (and wherever CONDUCTOR_BASE_URL is set) the RAG and video apps own their embedded stores,
+    which are single-process: go through their HTTP routes. Elsewhere (CLI without a server) use them in-process."""
+    return bool(os.environ.get("CONDUCTOR_BASE_URL"))
+
+
+def _http_post(path: str, body: dict[str, Any]) -> Any:
+    from apps.client import ConductorAPIError, ConductorClient
+
+    try:
+        with ConductorClient(timeout=60) as client:
+            return client.post_json(path, body)
+    except ConductorAPIError as e:
+        raise ToolError(f"search failed: {e.message}", retryable=e.status >= 500) from None
+    except Exception as e:  # noqa: BLE001 - httpx transport errors: the app is down or unreachable
+        raise ToolError(f"search service unreachable: {type(e).__name__}", retryable=True) from None
+
+
 def rag_searcher(config: Any, collection: str) -> Searcher:
-    """Search a RAG collection through apps.rag's Python API (imported when first used)."""
+    """Search a RAG collection through apps.rag (HTTP inside the stack, its Python API otherwise)."""
     state: dict[str, Any] = {}
 
     def search(query: str, coll: str, k: int) -> list[dict[str, Any]]:
-        try:
-            from apps.rag.retrieval import SearchParams
-            from apps.rag.service import RagService
-        except ImportError as e:
-            raise ToolError(f"RAG search is unavailable: {e}") from None
-        if "svc" not in state:
-            state["svc"] = RagService(config)
-        try:
-            hits = state["svc"].search(coll or collection, query, SearchParams(k=k))
-        except ValueError as e:  # RagError: missing collection, empty question...
-            raise ToolError(f"RAG search failed: {e}") from None
-        return [{"source": h.source, "section": h.section, "text": h.text, "score": round(h.score, 4)} for h in hits]
+        coll = coll or collection
+        if _via_http():
+            hits = _http_post(f"/v1/rag/{coll}/search", {"question": query, "k": k})["hits"]
+        else:
+            try:
+                from apps.rag.retrieval import SearchParams
+                from apps.rag.service import RagService
+            except ImportError as e:
+                raise ToolError(f"RAG search is unavailable: {e}") from None
+            try:
+                state.setdefault("svc", RagService(config))
+                hits = [h.model_dump() for h in state["svc"].search(coll, query, SearchParams(k=k))]
+            except (ValueError, RuntimeError) as e:  # RagError (missing collection, ...), store locked
+                raise ToolError(f"RAG search failed: {e}") from None
+        return [{"source": h.get("source"), "section": h.get("section"), "text": h.get("text", "")} for h in hits]
 
     return search
 
 
 def video_searcher(config: Any) -> Searcher:
+    """Search indexed videos through apps.video (HTTP inside the stack, its VideoIndex otherwise)."""
+
     def search(query: str, _coll: str, k: int) -> list[dict[str, Any]]:
-        try:
-            from apps.video.service import VideoService  # type: ignore[import-not-found]
-        except ImportError as e:
-            raise ToolError(f"video search is unavailable: {e}") from None
-        try:
-            hits = VideoService(config).search(query, k=k)
-        except ValueError as e:
-            raise ToolError(f"video search failed: {e}") from None
-        return [h.model_dump() if hasattr(h, "model_dump") else dict(h) for h in hits]
+        if _via_http():
+            hits = _http_post("/v1/video/search", {"query": query, "k": k})["data"]
+        else:
+            try:
+                from apps.video.index import VideoIndex
+            except ImportError as e:
+                raise ToolError(f"video search is unavailable: {e}") from None
+            try:
+                index = VideoIndex(config.video)
+            except Exception as e:  # noqa: BLE001 - e.g. the store is held by the running video app
+                raise ToolError(f"video search is unavailable: {type(e).__name__}: {e}") from None
+            try:
+                hits = index.search(query, None, k)
+            except ValueError as e:
+                raise ToolError(f"video search failed: {e}") from None
+            finally:
+                index.close()
+        return [{"source": h.get("name") or h.get("video"), "section": f"{h.get('start', 0):.1f}-{h.get('end', 0):.1f}s",
+                 "text": h.get("transcript") or h.get("ocr") or h.get("caption") or ""} for h in hits]
 
     return search
 
@@ -150,7 +187,7 @@ def _search_tool(name: str, description: str, searcher: Searcher, collection: st
             return "no results"
         parts = []
         for i, h in enumerate(hits, 1):
-            where = " / ".join(str(h[k]) for k in ("source", "section", "video", "start_s") if h.get(k) not in (None, ""))
+            where = " / ".join(str(h[k]) for k in ("source", "section") if h.get(k) not in (None, ""))
             parts.append(f"[{i}] {where}\n{h.get('text', '')}")
         return "\n\n".join(parts)
 
@@ -174,19 +211,19 @@ def builtin_registry(config: Any = None, file_roots: list[str] | None = None,
             raise ToolError(f"sandbox unavailable: {e}") from None
 
     reg = ToolRegistry(max_output_chars=max_output_chars)
-    reg.register(Tool("calculator", "Evaluate an arithmetic expression exactly. args: expression",
+    reg.register(Tool("calculator", "Evaluate an arithmetic expression exactly.",
                       CalculatorArgs, _calculator, timeout_s=5.0))
-    reg.register(Tool("current_time", "Current date and time in a timezone. args: timezone", TimeArgs, _now,
+    reg.register(Tool("current_time", "Current date and time in a timezone.", TimeArgs, _now,
                       timeout_s=5.0))
-    reg.register(Tool("read_file", "Read a text file from the allowed folders (read-only). args: path",
+    reg.register(Tool("read_file", "Read a text file from the allowed folders (read-only).",
                       ReadFileArgs, reader.read, timeout_s=10.0))
-    reg.register(Tool("list_files", "List a folder inside the allowed folders. args: folder", ListFilesArgs,
+    reg.register(Tool("list_files", "List a folder inside the allowed folders.", ListFilesArgs,
                       reader.list, timeout_s=10.0))
-    reg.register(_search_tool("search_documents", "Search the document collection; returns passages. args: query",
+    reg.register(_search_tool("search_documents", "Search the document collection; returns passages.",
                               rag or rag_searcher(config, collection), collection))
-    reg.register(_search_tool("search_videos", "Search indexed videos (transcripts, on-screen text). args: query",
+    reg.register(_search_tool("search_videos", "Search indexed videos (transcripts, on-screen text).",
                               video or video_searcher(config), ""))
     reg.register(Tool("python", "Run a Python script in a sandbox (no network, limited CPU/memory/time); "
-                      "returns stdout/stderr. args: code", PythonArgs, python, dangerous=True,
+                      "returns stdout/stderr.", PythonArgs, python, dangerous=True,
                       timeout_s=limits.wall_s + 10))
     return reg

@@ -66,7 +66,8 @@ class AgentRunner:
             raise ValueError(f"no decision for pending call(s): {', '.join(missing)}")
         st, start = trace.state, time.perf_counter()
         done = {o["id"]: o for o in st.pop("step_obs", [])}
-        records = {c.id: c for c in trace.steps[-1].calls} if trace.steps else {}
+        # The model step that asked for the calls: its records get the outcome, so the trace shows it in place.
+        records = {c.id: c for p in trace.pending if p.step < len(trace.steps) for c in trace.steps[p.step].calls}
         for p in trace.pending:
             rec = records.get(p.id) or CallRecord(id=p.id, tool=p.tool, args=p.args, dangerous=True)
             if decisions[p.id]:
@@ -96,12 +97,15 @@ class AgentRunner:
             if reason:
                 return self._stop(trace, reason[0], reason[1], on_event, depth)
             step = self._model_step(trace, depth, t0)
-            self._record(trace, step, on_event)
+            trace.steps.append(step)
+            if not trace.state.get("pending_calls"):
+                _emit(on_event, {"type": "step", "run_id": trace.run_id, "step": step.model_dump()})
             if step.note == "model_error":  # the API itself failed (after one retry)
                 return self._stop(trace, "error", step.error, on_event, depth)
             if step.final_answer is not None:
                 trace.answer = step.final_answer
                 return self._stop(trace, "final_answer", None, on_event, depth)
+            # A step with calls is streamed once its results are in (before any handoff/approval/stop event).
             outcome = self._handle_calls(trace, step, depth, on_event)
             if outcome:
                 return self._stop(trace, outcome[0], outcome[1], on_event, depth)
@@ -140,7 +144,10 @@ class AgentRunner:
         step.calls = [CallRecord(id=c.id, tool=c.tool, args=c.args) for c in parsed.calls]
         st["pending_calls"] = [[c.id, c.tool, c.args, c.error] for c in parsed.calls]
         if parsed.error:
-            step.valid, step.error = False, parsed.error
+            cut = reply.finish_reason == "length"
+            step.valid = False
+            step.error = f"reply cut off at max_tokens ({self.cfg.step_max_tokens}): {parsed.error}" if cut \
+                else parsed.error
             msgs.append(P.assistant_message("react", reply.content, []))
             msgs.append({"role": "user", "content": f"Invalid step: {parsed.error}."})
         elif parsed.calls:
@@ -164,8 +171,9 @@ class AgentRunner:
                 params["tools"] = [t.openai_spec() for t in tools]
                 params["tool_choice"] = "none" if force_final else "auto"
         elif self.cfg.constrained:
+            # ~64 tokens for the JSON around the strings; the rest bounds each string (1 token >= 1 char).
             schema = P.step_schema(tools, allow_parallel=bool(self.cfg.options.get("react_parallel")),
-                                   final_only=force_final)
+                                   final_only=force_final, max_string=max(16, self.cfg.step_max_tokens - 64))
             params["response_format"] = P.response_format(schema)
         return params
 
@@ -187,9 +195,11 @@ class AgentRunner:
             return None
         calls = [P.Call(cid, tool, args, err) for cid, tool, args, err in raw]
         to_run, pending, handoff = [], [], None
+        announce = lambda: _emit(on_event, {"type": "step", "run_id": trace.run_id, "step": step.model_dump()})  # noqa: E731
         for call, rec in zip(calls, step.calls):
             stop = self._classify(trace, agent, call, rec, depth)
             if stop:
+                announce()
                 return stop
             if rec.status == "pending":
                 pending.append(PendingCall(id=call.id, tool=call.tool, args=call.args, agent=agent.name,
@@ -204,6 +214,7 @@ class AgentRunner:
         for call, rec in to_run:
             if rec.status == "ok":
                 st["results"][_sig(call.tool, call.args)] = rec.result
+        announce()
         if handoff and not pending:
             return self._handoff(trace, step, *handoff, on_event)
         obs = [(c, r.result if r.status == "ok" else (r.error or ""), r.status != "ok")
@@ -305,8 +316,12 @@ class AgentRunner:
     # --- bookkeeping -----------------------------------------------------------------------------------------
     def _start_messages(self, agent: str, task: str, mode: str) -> list[dict[str, Any]]:
         spec = self.agents[agent]
-        return [{"role": "system", "content": P.system_prompt(spec.instructions, self.tools_for(spec), mode)},
-                {"role": "user", "content": task}]
+        tools = self.tools_for(spec)
+        msgs = [{"role": "system", "content": P.system_prompt(spec.instructions, tools, mode,
+                                                              bool(self.cfg.options.get("react_parallel")))}]
+        if mode == "react" and self.cfg.options.get("react_example", True):
+            msgs += P.example_turns(tools)
+        return msgs + [{"role": "user", "content": task}]
 
     def _record(self, trace: Trace, step: Step, on_event: Event | None) -> None:
         trace.steps.append(step)

@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -179,13 +179,3 @@ class ToolRegistry:
             res.error = res.error[: self.max_output_chars] + " [...]"
         return res
 
-
-@dataclass
-class ToolSet:
-    """The tools one agent may use: an allow-list over a registry, fixed when the agent is defined."""
-
-    registry: ToolRegistry
-    allowed: list[str] = field(default_factory=list)
-
-    def tools(self) -> list[Tool]:
-        return [t for n in self.allowed if (t := self.registry.get(n)) is not None]

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 
 _ENGINE = None
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()
 
 
 def engine():

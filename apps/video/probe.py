@@ -71,11 +71,16 @@ def probe_in_process(path: str, limits: VideoLimits) -> MediaInfo:
     """The probe itself. Call `probe()` instead for untrusted files: this runs FFmpeg in *this* process."""
     import av
 
+    import av.logging
+
     size = os.path.getsize(path)
+    av.logging.set_level(av.logging.ERROR)  # FFmpeg's own log line is the most precise reason we can give
     try:
-        container = av.open(path, options=ffmpeg_options(limits), timeout=limits.probe_timeout_s)
+        with av.logging.Capture() as logs:
+            container = av.open(path, options=ffmpeg_options(limits), timeout=limits.probe_timeout_s)
     except av.FFmpegError as e:
-        raise ProbeError(f"not a readable media file ({_reason(e)})", 415) from None
+        why = logs[-1][2].strip() if logs else _reason(e)
+        raise ProbeError(f"not a readable media file ({why})", 415) from None
     with container:
         videos = list(container.streams.video)
         if not videos:
@@ -98,8 +103,7 @@ def probe_in_process(path: str, limits: VideoLimits) -> MediaInfo:
 
 
 def _reason(e: Exception) -> str:
-    msg = getattr(e, "strerror", None) or str(e)
-    return msg.split(":")[-1].strip() if ":" in msg and "'" in msg else msg
+    return str(getattr(e, "strerror", None) or e)
 
 
 def precheck(path: str | os.PathLike, limits: VideoLimits) -> int:
@@ -145,6 +149,12 @@ def probe(path: str | os.PathLike, limits: VideoLimits | None = None) -> MediaIn
 
 def _main(argv: list[str]) -> int:
     path, limits = argv[0], VideoLimits.model_validate_json(argv[1])
+    try:
+        import av  # noqa: F401  (loading FFmpeg itself can hit the memory cap)
+    except (ImportError, MemoryError):
+        print(json.dumps({"ok": False, "status": 422, "error": "probe worker could not start within its memory cap "
+                          f"of {limits.worker_memory_mb} MB; file not probed"}))
+        return 0
     try:
         info = probe_in_process(path, limits)
         print(json.dumps({"ok": True, "info": info.model_dump()}))

@@ -27,7 +27,7 @@ class Segment:
     cut: Cut | None  # the cut that opens this segment (None for the first one and for splits of a long shot)
 
 
-def detect_cuts(signatures: list[tuple[float, np.ndarray]], threshold: float = 0.35, min_scene_s: float = 0.5,
+def detect_cuts(signatures: list[tuple[float, np.ndarray]], threshold: float = 0.3, min_scene_s: float = 0.5,
                 window: int = 8) -> list[Cut]:
     cuts: list[Cut] = []
     recent: list[float] = []

@@ -163,7 +163,7 @@ def test_time_budget(tmp_path):
     turns = [react({"tool": "calculator", "args": {"expression": f"{i}+1"}}) for i in range(10)]
     with ScriptedChatServer(turns, delay_s=0.3) as srv:
         trace = _runner(srv, tmp_path, max_seconds=1.0).run("slow", agent="math")
-    assert trace.stopped_reason == "budget" and 2 <= len(srv.requests) <= 5
+    assert trace.stopped_reason == "budget" and 1 <= len(srv.requests) <= 5  # 10 were scripted
 
 
 def test_hanging_huge_and_flaky_tools(tmp_path):
@@ -246,6 +246,7 @@ def test_injected_document_cannot_run_sandbox_without_approval(tmp_path):
         runner.model = ChatModel(srv2.base_url, None, "scripted")
         done = runner.resume(trace.run_id, {trace.pending[0].id: False})
     assert done.stopped_reason == "final_answer" and done.status == "done"
+    assert done.steps[1].calls[0].status == "rejected"  # the asking step shows the outcome in place
     assert any(s.kind == "approval" and "python rejected" in s.note for s in done.steps)
     assert "A person rejected this call" in srv2.requests[0]["messages"][-1]["content"]
 
@@ -273,6 +274,7 @@ def test_approved_sandbox_call_runs_and_run_finishes(tmp_path):
             runner.resume(trace.run_id, {})
         done = runner.resume(trace.run_id, {trace.pending[0].id: True})
     assert done.answer == "285"
+    assert [c.status for c in done.steps[0].calls] == ["ok", "ok"] and "285" in done.steps[0].calls[1].result
     msgs = srv2.requests[0]["messages"]
     assert [m["role"] for m in msgs[-2:]] == ["tool", "tool"]  # both results, in call order
     assert "3" in msgs[-2]["content"] and "285" in msgs[-1]["content"]
@@ -297,3 +299,17 @@ def test_bad_run_requests(tmp_path):
     with pytest.raises(ValueError, match="unknown tool"):
         AgentRunner(ChatModel("http://x", None, "m"), _registry(tmp_path),
                     {"a": AgentSpec("a", "x", tools=["nope"])}, AgentConfig())
+
+
+def test_agents_from_config(tmp_path):
+    from apps.agent import build_runner
+    from cluster.config import ConductorConfig
+
+    config = ConductorConfig.model_validate({"agent": {"data_dir": str(tmp_path), "agents": [
+        {"name": "timekeeper", "instructions": "Tell the time.", "tools": ["current_time"]}]}})
+    runner = build_runner(config, base_url="http://127.0.0.1:9")
+    assert [t.name for t in runner.tools_for(runner.agents["timekeeper"])] == ["current_time"]
+    bad = ConductorConfig.model_validate({"agent": {"agents": [{"name": "x", "instructions": "i",
+                                                                 "tools": ["rm_rf"]}]}})
+    with pytest.raises(ValueError, match="unknown tool 'rm_rf'"):
+        build_runner(bad, base_url="http://127.0.0.1:9", data_dir=str(tmp_path))

@@ -27,7 +27,7 @@ def _invoke(*args):
     (["--set", "n_head=3"], "n_embd (64) must be divisible by n_head (3)"),
     (["--set", "num_kv_heads=3"], "n_head (4) must be divisible by num_kv_heads (3)"),
     (["--set", "n_layer"], "--set expects key=value"),
-    (["--workers", "2", "--set", "gradient_accumulation_steps=3"], "divisible by the number of workers (2)"),
+    (["--set", "batch_size=0"], "batch_size must be >= 1"),
 ])
 def test_train_rejects_bad_config_in_one_line(args, message, tmp_path):
     res = _invoke("train", "--runs-dir", str(tmp_path), *args)
@@ -95,3 +95,10 @@ def test_real_train_then_sample_and_export(tmp_path):
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["max_abs_logit_diff"] <= 1e-4 and (tmp_path / "hf" / "model.safetensors").is_file()
+
+
+def test_workers_that_cannot_fit_are_refused(ray_cluster, tmp_path):
+    res = _invoke("train", "--runs-dir", str(tmp_path), "--workers", "9", "--cpus-per-worker", "1",
+                  "--set", "max_corpus_bytes=20000")
+    assert res.exit_code == 1, res.output
+    assert "9 workers x 1.0 CPU do not fit this Ray cluster (8 CPU)" in res.output

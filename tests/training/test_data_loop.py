@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from training import data as data_mod
-from training.config import ConfigError, TrainConfig, apply_overrides, preset
+from training.config import ConfigError, TrainConfig, apply_overrides, fit_to_workers, preset
 from training.loop import local_reporter, lr_at, run_loop
 from training.train import prepare_run, read_metrics
 
@@ -70,6 +70,9 @@ def test_overrides_and_presets():
         preset("huge")
     with pytest.raises(ConfigError, match="divisible by the number of workers"):
         replace(cfg, gradient_accumulation_steps=3).validate(world_size=2)
+    fitted, note = fit_to_workers(replace(cfg, gradient_accumulation_steps=3), 2)
+    assert fitted.gradient_accumulation_steps == 4 and "3 -> 4" in note
+    assert fit_to_workers(cfg, 1) == (cfg, None)
 
 
 def test_lr_schedule_warmup_then_cosine():

@@ -124,3 +124,15 @@ def test_rejects_sequences_longer_than_block():
     model = GPT(GPTConfig(**TINY))
     with pytest.raises(ValueError, match="exceeds block_size"):
         model(torch.zeros(1, 25, dtype=torch.long))
+
+
+def test_gpu_bench_smoke_on_cpu(capsys):
+    """training/gpu_bench.py (run on an H100 for BENCHMARKS) also runs on a CPU and prints one JSON line."""
+    import json
+
+    from training.gpu_bench import main
+
+    main(["--device", "cpu", "--preset", "debug", "--steps", "3", "--warmup", "1"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["tokens_per_s"] > 0 and out["mfu"] is None and out["steps_timed"] == 3
+    assert out["loss_last"] < out["loss_first"]

@@ -1,0 +1,192 @@
+"""The agent over HTTP, mounted under `/v1/agent`:
+
+  GET  /agents                     agents and their tools
+  POST /runs                       start a run {task, agent, model, stream}; stream=true (default) sends
+                                   server-sent events: `run`, one `step` per step, then `done`
+  GET  /runs                       recent runs
+  GET  /runs/{run_id}              one run's trace
+  POST /runs/{run_id}/approval     approve/reject the pending calls {approve | decisions}, then continue
+                                   (streamed like /runs)
+
+Runs execute in a worker thread (the loop is blocking HTTP to the gateway); events cross to the response through
+a queue. A paused run lives in the trace store, so any replica sharing the data dir can resume it.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from cluster.config import ConductorConfig, config_from_dict
+
+
+class RunRequest(BaseModel):
+    task: str = Field(..., min_length=1, max_length=20000, description="What the agent should do.")
+    agent: str | None = Field(None, max_length=64, description="Agent name; default agent.default_agent.")
+    model: str | None = Field(None, max_length=200, description="Chat model id; default agent.chat_model.")
+    stream: bool = Field(True, description="Server-sent events of each step, or one JSON trace at the end.")
+
+
+class ApprovalRequest(BaseModel):
+    approve: bool | None = Field(None, description="One decision for every pending call.")
+    decisions: dict[str, bool] | None = Field(None, description="Per call id: true approves, false rejects.")
+    stream: bool = Field(True, description="Stream the continued run as server-sent events.")
+
+
+def _sse(event: dict[str, Any]) -> str:
+    return f"event: {event.get('type', 'message')}\ndata: {json.dumps(event, default=str)}\n\n"
+
+
+def _stream(work: Callable[[Callable[[dict], None]], Any]) -> Iterator[str]:
+    """Run `work(on_event)` in a thread and yield its events as SSE; errors become an `error` event."""
+    q: queue.Queue = queue.Queue()
+
+    def target() -> None:
+        try:
+            work(q.put)
+        except (ValueError, KeyError) as e:
+            q.put({"type": "error", "message": str(e.args[0] if e.args else e)})
+        except Exception as e:  # noqa: BLE001 - the stream must end cleanly whatever happened
+            q.put({"type": "error", "message": f"internal error: {type(e).__name__}"})
+        q.put(None)
+
+    threading.Thread(target=target, daemon=True, name="agent-run").start()
+    while (event := q.get()) is not None:
+        yield _sse(event)
+    yield "data: [DONE]\n\n"
+
+
+def create_app(config: ConductorConfig, runner_factory: Callable[[str | None], Any]) -> Any:
+    """The FastAPI app (testable without Serve). `runner_factory(model)` builds an AgentRunner."""
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+
+    from apps.common import APIError, install_common
+
+    app = FastAPI(title="Conductor agent")
+    install_common(app, config)
+    resuming: set[str] = set()
+    lock = threading.Lock()
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/agents")
+    def agents() -> dict[str, Any]:
+        runner = runner_factory(None)
+        return {"default": config.agent.default_agent, "agents": [
+            {"name": a.name, "description": a.description, "tools": [t.name for t in runner.tools_for(a)],
+             "dangerous": [t for t in a.tools if (x := runner.registry.get(t)) is not None and x.dangerous]}
+            for a in runner.agents.values()]}
+
+    @app.post("/runs")
+    def start(req: RunRequest) -> Any:
+        runner = runner_factory(req.model)
+        if (req.agent or config.agent.default_agent) not in runner.agents:
+            raise APIError(400, f"unknown agent {req.agent!r}; known agents: {', '.join(sorted(runner.agents))}",
+                           param="agent")
+        def work(emit: Callable[[dict], None] | None = None) -> Any:
+            try:
+                return runner.run(req.task, req.agent, on_event=emit)
+            finally:
+                runner.model.close()  # one HTTP client per run
+
+        if req.stream:
+            return StreamingResponse(_stream(work), media_type="text/event-stream")
+        try:
+            return work().public()
+        except ValueError as e:
+            raise APIError(400, str(e)) from None
+
+    @app.get("/runs")
+    def list_runs(limit: int = 50) -> dict[str, Any]:
+        return {"runs": runner_factory(None).store.list(max(1, min(limit, 500)))}
+
+    @app.get("/runs/{run_id}")
+    def get_run(run_id: str) -> dict[str, Any]:
+        try:
+            return runner_factory(None).store.get(run_id).public()
+        except KeyError as e:
+            raise APIError(404, str(e.args[0]), code="run_not_found") from None
+
+    @app.post("/runs/{run_id}/approval")
+    def approval(run_id: str, req: ApprovalRequest) -> Any:
+        runner = runner_factory(None)
+        try:
+            trace = runner.store.get(run_id)
+        except KeyError as e:
+            raise APIError(404, str(e.args[0]), code="run_not_found") from None
+        if trace.status != "paused":
+            raise APIError(409, f"run {run_id} is not waiting for approval (status {trace.status})")
+        if (req.approve is None) == (req.decisions is None):
+            raise APIError(400, "give exactly one of `approve` (all calls) or `decisions` (per call id)")
+        decisions = req.decisions or {p.id: bool(req.approve) for p in trace.pending}
+        unknown = set(decisions) - {p.id for p in trace.pending}
+        if unknown:
+            raise APIError(400, f"not pending in this run: {', '.join(sorted(unknown))}")
+        with lock:  # one resumption per run: a double click must not run the approved code twice
+            if run_id in resuming:
+                raise APIError(409, f"run {run_id} is already being resumed")
+            resuming.add(run_id)
+
+        def work(emit: Callable[[dict], None] | None = None) -> Any:
+            try:
+                return runner.resume(trace, decisions, on_event=emit)
+            finally:
+                resuming.discard(run_id)
+                runner.model.close()
+
+        if req.stream:
+            return StreamingResponse(_stream(work), media_type="text/event-stream")
+        try:
+            return work().public()
+        except ValueError as e:
+            raise APIError(400, str(e)) from None
+
+    return app
+
+
+def default_runner_factory(config: ConductorConfig) -> Callable[[str | None], Any]:
+    """One tool registry and store per replica; a light runner per request (the model id may differ)."""
+    from apps.agent import build_runner
+    from apps.agent.builtin import builtin_registry
+    from apps.agent.trace import TraceStore
+
+    registry = builtin_registry(config, max_output_chars=config.agent.max_observation_chars)
+    store = TraceStore(config.agent.data_dir)
+    return lambda model: build_runner(config, model=model, registry=registry, store=store)
+
+
+def _make_ingress() -> Any:
+    from ray import serve
+
+    @serve.ingress()
+    class AgentIngress:
+        def __init__(self, config: dict[str, Any]):
+            self.config = config_from_dict(config)
+
+        def __serve_build_asgi_app__(self) -> Any:
+            return create_app(self.config, default_runner_factory(self.config))
+
+    return AgentIngress
+
+
+def build_app(args: dict[str, Any]) -> Any:
+    """Serve entry point: args = {"config": <dict>}."""
+    from ray import serve
+
+    config = config_from_dict(args["config"])
+    res = config.agent.resources
+    opts: dict[str, Any] = {"name": "AgentIngress", "ray_actor_options": {"num_cpus": res.num_cpus},
+                            "max_ongoing_requests": res.max_ongoing_requests}
+    if res.num_replicas:
+        opts["num_replicas"] = res.num_replicas
+    else:
+        opts["autoscaling_config"] = res.autoscaling.model_dump()
+    return serve.deployment(_make_ingress()).options(**opts).bind(config.model_dump())

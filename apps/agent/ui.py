@@ -1,0 +1,132 @@
+"""The Agent tab: chat with an agent, watch its steps stream in as collapsible items (thoughts, tool calls,
+results), approve or reject dangerous calls, and browse past traces. Talks to `/v1/agent` through `ctx.client`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+PREFIX = "/v1/agent"
+
+
+def _short(value: Any, n: int = 1500) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= n else text[:n] + " …"
+
+
+def step_messages(step: dict[str, Any]) -> list[dict[str, Any]]:
+    """Chat items for one streamed step; `metadata.title` makes Gradio render them as collapsible blocks."""
+    who = f"{step['agent']}" + (f" (consulted, depth {step['depth']})" if step.get("depth") else "")
+    if step["kind"] != "model":
+        return [{"role": "assistant", "content": step.get("note") or step["kind"],
+                 "metadata": {"title": f"{step['kind']} · {who}"}}]
+    items = []
+    if step.get("thought"):
+        items.append({"role": "assistant", "content": step["thought"], "metadata": {"title": f"thought · {who}"}})
+    if step.get("error"):
+        items.append({"role": "assistant", "content": f"{step['error']}\n\nraw output:\n{_short(step.get('output'))}",
+                      "metadata": {"title": f"invalid step · {who}"}})
+    for c in step.get("calls", []):
+        body = f"arguments: {_short(c.get('args'), 600)}\n\n"
+        body += f"result:\n{_short(c['result'])}" if c.get("result") is not None else f"{c['status']}: {c.get('error') or ''}"
+        timing = f" · {c['duration_ms']:.0f} ms" if c.get("duration_ms") else ""
+        items.append({"role": "assistant", "content": body,
+                      "metadata": {"title": f"🔧 {c['tool']} [{c['status']}]{timing} · {who}"}})
+    if step.get("final_answer") is not None and not step.get("depth"):
+        items.append({"role": "assistant", "content": step["final_answer"]})
+    return items
+
+
+def consume(events: Iterator[dict[str, Any]], history: list[dict], state: dict) -> Iterator[tuple[list, dict, str]]:
+    """Fold a run's SSE events into (chat history, state, status line) snapshots."""
+    for ev in events:
+        if ev.get("type") == "run":
+            state["run_id"] = ev["run_id"]
+        elif ev.get("type") == "step":
+            history = history + step_messages(ev["step"])
+        elif ev.get("type") == "error":
+            history = history + [{"role": "assistant", "content": f"Error: {ev['message']}"}]
+        elif ev.get("type") == "done":
+            state["pending"] = ev.get("pending") or []
+            if state["pending"]:
+                calls = "\n".join(f"- {p['tool']}: {_short(p['args'], 400)}" for p in state["pending"])
+                history = history + [{"role": "assistant", "content": f"Waiting for your approval:\n{calls}",
+                                      "metadata": {"title": "⚠ approval needed"}}]
+            elif ev.get("stopped_reason") != "final_answer":
+                history = history + [{"role": "assistant", "content": f"(stopped: {ev.get('stopped_reason')})"}]
+        status = f"run {state.get('run_id', '?')}" + (" · waiting for approval" if state.get("pending") else "")
+        yield history, state, status
+
+
+def _agents(client) -> list[str]:
+    try:
+        return [a["name"] for a in client.request("GET", f"{PREFIX}/agents")["agents"]]
+    except Exception:  # noqa: BLE001 - the tab still builds when the agent app is down
+        return ["assistant", "triage", "research", "math"]
+
+
+def build_tab(ctx) -> None:
+    """Called by the gateway inside `gr.Tab("Agent")`."""
+    import gradio as gr
+
+    client = ctx.client
+    state = gr.State({})
+    with gr.Row():
+        agent = gr.Dropdown(_agents(client), value=ctx.config.agent.default_agent, label="Agent",
+                            elem_id="agent-name", scale=1)
+        status = gr.Markdown("", elem_id="agent-status")
+    chat = gr.Chatbot(label="Agent", elem_id="agent-chat", height=480)
+    with gr.Row():
+        task = gr.Textbox(placeholder="Ask the agent…", show_label=False, scale=5, elem_id="agent-task")
+        run = gr.Button("Run", variant="primary", scale=1, elem_id="agent-run")
+    with gr.Row():
+        approve = gr.Button("Approve pending call", elem_id="agent-approve")
+        reject = gr.Button("Reject pending call", variant="stop", elem_id="agent-reject")
+    with gr.Accordion("Past runs", open=False):
+        refresh = gr.Button("Refresh", elem_id="agent-refresh")
+        runs = gr.Dataframe(headers=["run_id", "agent", "task", "stopped_reason", "steps", "answer"],
+                            interactive=False, elem_id="agent-runs")
+        run_id = gr.Textbox(label="Run id", elem_id="agent-run-id")
+        show = gr.Button("Show trace")
+        trace = gr.JSON(label="Trace", elem_id="agent-trace")
+
+    def start(text: str, name: str, history: list, st: dict):
+        if not text or not text.strip():
+            raise gr.Error("Type a task first.")
+        history = (history or []) + [{"role": "user", "content": text}]
+        st = {}
+        try:
+            events = client.stream_sse(f"{PREFIX}/runs", {"task": text, "agent": name, "stream": True})
+            yield from consume(events, history, st)
+        except Exception as e:  # noqa: BLE001 - shown in the tab, not a stack trace
+            yield history + [{"role": "assistant", "content": f"Error: {e}"}], st, "error"
+
+    def decide(ok: bool):
+        def fn(history: list, st: dict):
+            if not st.get("pending"):
+                raise gr.Error("Nothing is waiting for approval.")
+            history = (history or []) + [{"role": "user", "content": "✅ approved" if ok else "❌ rejected"}]
+            try:
+                events = client.stream_sse(f"{PREFIX}/runs/{st['run_id']}/approval", {"approve": ok})
+                yield from consume(events, history, st)
+            except Exception as e:  # noqa: BLE001
+                yield history + [{"role": "assistant", "content": f"Error: {e}"}], st, "error"
+        return fn
+
+    def list_runs():
+        rows = client.request("GET", f"{PREFIX}/runs")["runs"]
+        return [[r["run_id"], r["agent"], _short(r["task"], 80), r["stopped_reason"], r["steps"],
+                 _short(r.get("answer") or "", 80)] for r in rows]
+
+    def get_trace(rid: str):
+        if not rid.strip():
+            raise gr.Error("Give a run id.")
+        return client.request("GET", f"{PREFIX}/runs/{rid.strip()}")
+
+    run.click(start, [task, agent, chat, state], [chat, state, status])
+    task.submit(start, [task, agent, chat, state], [chat, state, status])
+    approve.click(decide(True), [chat, state], [chat, state, status])
+    reject.click(decide(False), [chat, state], [chat, state, status])
+    refresh.click(list_runs, None, runs)
+    show.click(get_trace, run_id, trace)

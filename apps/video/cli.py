@@ -1,0 +1,153 @@
+"""`conductor video ingest|search|analyze|list` — JSON on stdout with --json, logs and progress on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+
+def _config(data_dir: str | None):
+    from cluster.config import load_config
+
+    try:
+        cfg = load_config()
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    if data_dir:
+        cfg.video.data_dir = data_dir
+    return cfg
+
+
+def _index(cfg):
+    from apps.video.index import VideoIndex
+
+    try:
+        return VideoIndex(cfg.video)
+    except RuntimeError as e:  # e.g. the embedded store is locked by a running server
+        raise click.ClickException(f"cannot open the video store: {e}") from None
+
+
+def _progress(fraction: float, message: str) -> None:
+    click.echo(f"[{fraction * 100:5.1f}%] {message}", err=True)
+
+
+def _emit(doc: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(doc, indent=2) if as_json else text)
+
+
+def _ingest(index, paths: list[str], ray_mode: bool, workers: int, address: str | None, force: bool):
+    from apps.video.decode import DecodeError
+    from apps.video.probe import ProbeError
+
+    try:
+        return index.ingest(paths, mode="ray" if ray_mode else "local", workers=workers, address=address,
+                            progress=_progress, force=force)
+    except (ProbeError, DecodeError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.group()
+def video() -> None:
+    """Video analysis: ingest videos, search moments by speech, on-screen text or visuals, analyze one file."""
+
+
+@video.command()
+@click.argument("target")
+@click.option("--ray", "ray_mode", is_flag=True, help="Run the Ray Data pipeline (actor pools) instead of in-process.")
+@click.option("--workers", default=2, show_default=True, help="Ray Data actor-pool size per model stage.")
+@click.option("--address", default=None, help="Ray cluster address (e.g. auto); default starts a local one.")
+@click.option("--force", is_flag=True, help="Re-ingest files already in the library.")
+@click.option("--data-dir", default=None, help="Override video.data_dir.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def ingest(target: str, ray_mode: bool, workers: int, address: str | None, force: bool, data_dir: str | None,
+           as_json: bool) -> None:
+    """Ingest FILE_OR_FOLDER into the video library."""
+    from apps.video.index import expand_inputs
+    from apps.video.probe import ProbeError
+
+    try:
+        paths = expand_inputs(target)
+    except ProbeError as e:
+        raise click.ClickException(str(e)) from None
+    index = _index(_config(data_dir))
+    try:
+        recs = _ingest(index, paths, ray_mode, workers, address, force)
+    finally:
+        index.close()
+    out = [{"video": r["video"], "name": r["name"], "duration": r["duration"], "segments": len(r["scenes"])}
+           for r in recs]
+    _emit(out, as_json, "\n".join(f"{r['video']}  {r['name']}  {r['duration']:.1f}s  {r['segments']} segments"
+                                  for r in out))
+
+
+@video.command()
+@click.argument("query")
+@click.option("--video", "video_id", default=None, help="Only this video id.")
+@click.option("-k", "--top", default=5, show_default=True, type=click.IntRange(1, 100))
+@click.option("--data-dir", default=None, help="Override video.data_dir.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (a list of moments).")
+def search(query: str, video_id: str | None, top: int, data_dir: str | None, as_json: bool) -> None:
+    """Find moments matching QUERY (speech, on-screen text, visuals)."""
+    if not query.strip():
+        raise click.UsageError("QUERY is empty")
+    index = _index(_config(data_dir))
+    try:
+        if video_id and index.record(video_id) is None:
+            raise click.ClickException(f"unknown video id {video_id!r} (see `conductor video list`)")
+        hits = index.search(query, video_id, top)
+    finally:
+        index.close()
+    _emit(hits, as_json, "\n".join(f"{h['score']:.3f}  {h['name']}  {h['start']:.2f}-{h['end']:.2f}s  "
+                                   f"[{','.join(h['why']) or '-'}]  {(h['transcript'] or h['ocr'])[:60]}"
+                                   for h in hits) or "no matches")
+
+
+@video.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--llm/--no-llm", default=True, help="Ask the gateway's LLM for the summary (falls back if absent).")
+@click.option("--base-url", default=None, help="Gateway URL (default CONDUCTOR_BASE_URL or http://127.0.0.1:8000).")
+@click.option("--model", default=None, help="Chat model id for the summary.")
+@click.option("--ray", "ray_mode", is_flag=True, help="Ingest with the Ray Data pipeline.")
+@click.option("--data-dir", default=None, help="Override video.data_dir.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def analyze(file: str, llm: bool, base_url: str | None, model: str | None, ray_mode: bool, data_dir: str | None,
+            as_json: bool) -> None:
+    """Analyze FILE: scenes, key moments, transcript and a summary."""
+    from apps.video.analyze import analysis
+
+    cfg = _config(data_dir)
+    index = _index(cfg)
+    try:
+        rec = _ingest(index, [file], ray_mode, 2, None, False)[0]
+    finally:
+        index.close()
+    client = None
+    if llm:
+        from apps.client import ConductorClient
+
+        client = ConductorClient(base_url=base_url, timeout=60)
+    doc = analysis(rec, client, model or cfg.video.chat_model or cfg.default_model)
+    text = [f"{doc['name']}: {doc['duration']:.1f}s, {len(doc['scenes'])} scenes", f"summary ({doc['summary_source']}):",
+            f"  {doc['summary']}", "key moments:"] + [f"  {m['t']:7.2f}s  {m['kind']:12s} {m['label']}"
+                                                     for m in doc["key_moments"]]
+    _emit(doc, as_json, "\n".join(text))
+
+
+@video.command(name="list")
+@click.option("--data-dir", default=None, help="Override video.data_dir.")
+@click.option("--json", "as_json", is_flag=True)
+def list_videos(data_dir: str | None, as_json: bool) -> None:
+    """Videos in the library."""
+    index = _index(_config(data_dir))
+    try:
+        vids = index.videos()
+    finally:
+        index.close()
+    _emit(vids, as_json, "\n".join(f"{v['video']}  {v['name']}  {v['duration']:.1f}s" for v in vids) or "empty")
+
+
+if __name__ == "__main__":
+    sys.exit(video())

@@ -1,0 +1,285 @@
+"""`/v1/video` on the Serve ingress: upload + ingest (byte-capped while streaming), search, library, analysis.
+
+Untrusted files are probed in a capped subprocess, then decoded and analysed inside a separate Ray actor (the
+worker holds the models). If the worker crashes or overruns `limits.decode_timeout_s`, the replica kills it,
+answers 422, and starts a fresh one on the next upload: the service itself is never the process that decodes.
+Uploads are raw bodies (`curl --data-binary @clip.mp4 -H 'content-type: video/mp4' .../ingest?name=clip.mp4`).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request  # route annotations are resolved from module globals
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from cluster.config import ConductorConfig, config_from_dict, expand_path
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(..., min_length=1, max_length=1000, description="What was said, shown or written.")
+    video: str | None = Field(None, description="Restrict to one video id.")
+    k: int = Field(5, ge=1, le=100, description="Number of moments to return.")
+
+
+class IngestResponse(BaseModel):
+    video: str = Field(description="Video id (content hash).")
+    name: str = Field(description="File name given at upload.")
+    duration: float = Field(description="Seconds.")
+    segments: int = Field(description="Number of segments indexed.")
+
+
+class VideoWorker:
+    """A Ray actor that runs the pipeline stages on one file and returns the finished segment rows."""
+
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+
+    def process(self, path: str, name: str) -> list[dict[str, Any]]:
+        from apps.video.pipeline import decode_segments, model_stages
+
+        stages = getattr(self, "_stages", None) or model_stages(self.cfg)
+        self._stages = stages
+        rows = decode_segments({"path": path, "name": name}, self.cfg)
+        out = []
+        for row in rows:
+            for stage in stages:
+                row = stage(row)
+            out.append(row)
+        return out
+
+
+class VideoService:
+    """Everything the routes need, created lazily inside the replica (models load on first use)."""
+
+    def __init__(self, config: ConductorConfig):
+        self.config, self.vc = config, config.video
+        self.uploads = expand_path(self.vc.data_dir) / "uploads"
+        self._index = None
+        self._worker = None
+        self._lock = threading.Lock()
+
+    @property
+    def index(self):
+        with self._lock:
+            if self._index is None:
+                from apps.video.index import VideoIndex
+
+                self._index = VideoIndex(self.vc)
+            return self._index
+
+    def worker(self):
+        import ray
+
+        with self._lock:
+            if self._worker is None:
+                # The worker does the heavy lifting (decode, Whisper, OCR): it gets a real share of a CPU,
+                # more than the thin HTTP replica, capped at one.
+                self._worker = ray.remote(num_cpus=min(1.0, max(0.1, self.vc.resources.num_cpus * 5)),
+                                          max_restarts=0)(VideoWorker).remote(self.vc.model_dump())
+            return self._worker
+
+    def process(self, path: Path, name: str) -> dict[str, Any]:
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+        from apps.common import APIError
+        from apps.video.probe import ProbeError
+
+        worker = self.worker()
+        ref = worker.process.remote(str(path), name)
+        try:
+            rows = ray.get(ref, timeout=self.vc.limits.decode_timeout_s)
+        except (GetTimeoutError, RayActorError) as e:
+            ray.kill(worker)
+            with self._lock:
+                self._worker = None
+            why = "took too long" if isinstance(e, GetTimeoutError) else "crashed the decode worker"
+            raise APIError(422, f"video rejected: processing {why}") from None
+        except RayTaskError as e:
+            cause = e.cause if isinstance(e.cause, (ProbeError, ValueError)) else None
+            if cause is not None:
+                raise APIError(getattr(cause, "status", 422), str(cause)) from None
+            raise
+        return self.index._write(iter(rows))[0]
+
+
+def upload_limit(config: ConductorConfig) -> int:
+    return min(config.server.max_upload_bytes, config.video.limits.max_bytes)
+
+
+def make_app(config: ConductorConfig):
+    """The FastAPI app (built inside the replica; also used directly by in-process tests)."""
+    from fastapi import FastAPI
+
+    from apps.common import APIError, install_common, read_json_body
+
+    app = FastAPI(title="Conductor video")
+    # The common guard's body cap would refuse every video: uploads get their own (larger) cap, and JSON routes
+    # read their bodies through read_json_body with the server's normal JSON limit.
+    install_common(app, config, max_body_bytes=upload_limit(config))
+    svc = VideoService(config)
+    app.state.video = svc
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/ingest", response_model=IngestResponse)
+    async def ingest(request: Request, name: str = "upload.mp4") -> dict[str, Any]:
+        from starlette.concurrency import run_in_threadpool
+
+        path = await _save_upload(request, svc.uploads, name, upload_limit(config))
+        try:
+            rec = await run_in_threadpool(_probe_then_process, svc, path, name)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return {"video": rec["video"], "name": rec["name"], "duration": rec["duration"],
+                "segments": len(rec["scenes"])}
+
+    @app.post("/search")
+    async def search(request: Request) -> dict[str, Any]:
+        from pydantic import ValidationError
+        from starlette.concurrency import run_in_threadpool
+
+        raw = await read_json_body(request, config.server.max_body_bytes)
+        try:
+            body = SearchRequest.model_validate(raw)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(x) for x in err["loc"])
+            raise APIError(400, f"{where}: {err['msg']}", param=where or None) from None
+        return await run_in_threadpool(_search, svc, body)
+
+    return _add_library_routes(app, svc, config)
+
+
+def _search(svc: VideoService, body: SearchRequest) -> dict[str, Any]:
+    from apps.common import APIError
+
+    if not body.query.strip():
+        raise APIError(400, "query is empty", param="query")
+    if body.video and svc.index.record(body.video) is None:
+        raise APIError(404, f"unknown video id {body.video!r}", param="video")
+    return {"object": "list", "data": svc.index.search(body.query, body.video, body.k)}
+
+
+def _add_library_routes(app, svc: VideoService, config: ConductorConfig):
+    from apps.common import APIError
+
+    @app.get("/videos")
+    def videos() -> dict[str, Any]:
+        return {"object": "list", "data": svc.index.videos()}
+
+    @app.get("/videos/{video}")
+    def video(video: str, summary: bool = False, inline_thumbnails: bool = False) -> dict[str, Any]:
+        from apps.video.analyze import analysis
+
+        rec = _record(svc, video)
+        client = None
+        if summary:
+            from apps.client import ConductorClient
+
+            client = ConductorClient(timeout=60)
+        doc = analysis(rec, client, config.video.chat_model or config.default_model)
+        doc["scenes"] = [{"start": s["start"], "end": s["end"], "thumbnail": f"videos/{video}/thumbnails/{i}.jpg",
+                          "transcript": s["transcript"], "ocr": [x["text"] for x in s["ocr"]]}
+                         for i, s in enumerate(rec["scenes"])]
+        if inline_thumbnails:  # for UIs that cannot reach this replica's disk
+            import base64
+
+            for d, s in zip(doc["scenes"], rec["scenes"]):
+                d["thumbnail"] = "data:image/jpeg;base64," + base64.b64encode(Path(s["thumbnail"]).read_bytes()).decode()
+        return doc
+
+    @app.get("/videos/{video}/thumbnails/{index}.jpg")
+    def thumbnail(video: str, index: int) -> FileResponse:
+        rec = _record(svc, video)
+        if not 0 <= index < len(rec["scenes"]):
+            raise APIError(404, f"video {video} has no segment {index}")
+        return FileResponse(rec["scenes"][index]["thumbnail"], media_type="image/jpeg")
+
+    return app
+
+
+def _record(svc: VideoService, video: str) -> dict[str, Any]:
+    from apps.common import APIError
+
+    rec = svc.index.record(video)
+    if rec is None:
+        raise APIError(404, f"unknown video id {video!r}")
+    return rec
+
+
+def _probe_then_process(svc: VideoService, path: Path, name: str) -> dict[str, Any]:
+    from apps.common import APIError
+    from apps.video.probe import ProbeError, probe
+
+    from apps.video.pipeline import file_id
+
+    try:
+        probe(path, svc.vc.limits)
+    except ProbeError as e:
+        raise APIError(e.status, f"video rejected: {e}") from None
+    known = svc.index.record(file_id(str(path)))
+    if known is not None:  # same bytes already in the library: keep one copy, skip the work
+        path.unlink(missing_ok=True)
+        return known
+    return svc.process(path, name)
+
+
+async def _save_upload(request, folder: Path, name: str, limit: int) -> Path:
+    """Stream the raw body to disk, refusing it as soon as it passes `limit` bytes."""
+    from apps.common import APIError
+
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/"):
+        raise APIError(415, "send the video as the raw request body (e.g. curl --data-binary @f.mp4 "
+                            "-H 'content-type: video/mp4'), not as a multipart form")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise APIError(413, f"upload of {declared} bytes exceeds the limit of {limit} bytes", code="upload_too_large")
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name)[-100:] or "upload.mp4"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{uuid.uuid4().hex[:12]}-{safe}"
+    size = 0
+    with open(path, "wb") as f:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                f.close()
+                path.unlink(missing_ok=True)
+                raise APIError(413, f"upload exceeds the limit of {limit} bytes", code="upload_too_large")
+            f.write(chunk)
+    if size == 0:
+        path.unlink(missing_ok=True)
+        raise APIError(400, "empty upload: send the video file as the request body")
+    return path
+
+
+def build_app(args: dict[str, Any]):
+    """Serve Application for /v1/video (args = {"config": <dict>})."""
+    from ray import serve
+
+    config = config_from_dict(args["config"])
+    res = config.video.resources
+
+    def builder():
+        return make_app(config)
+
+    # The embedded Qdrant store allows one process: one replica unless a Qdrant server is configured.
+    replicas = res.num_replicas or (1 if not config.video.qdrant_url else None)
+    opts: dict[str, Any] = {"ray_actor_options": {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus},
+                            "max_ongoing_requests": res.max_ongoing_requests}
+    if replicas:
+        opts["num_replicas"] = replicas
+    else:
+        opts["autoscaling_config"] = res.autoscaling.model_dump()
+    # FastAPI is built inside the replica (a module-level app with routes does not pickle).
+    return serve.deployment(name="Video", **opts)(serve.ingress(builder)()).bind()

@@ -1,0 +1,116 @@
+"""RAG benchmarks on the Python-docs FAQ (Debian python3-doc): retrieval quality per mode, ingestion throughput
+(Ray Data vs a plain single-process loop) and the embedded store engines (qdrant-edge vs qdrant-client local).
+
+`python -m benchmarks.run --only rag [--quick]`. Quick: the first 40 FAQ questions, a smaller store test.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _row(name: str, conductor: float, baseline: float, unit: str, goal: str, notes: str,
+         higher: bool = True) -> dict[str, Any]:
+    return {"name": name, "conductor": round(conductor, 4), "baseline": round(baseline, 4), "unit": unit,
+            "higher_is_better": higher, "goal": goal, "notes": notes}
+
+
+def _retrieval_rows(svc: Any, qfile: Path, n_q: int) -> list[dict[str, Any]]:
+    from apps.rag.eval import evaluate, load_questions
+
+    rows = {r["mode"]: r for r in evaluate(svc, "faq", load_questions(qfile), k=5)}
+    d, s, h, hr = rows["dense"], rows["sparse"], rows["hybrid"], rows["hybrid+rerank"]
+    note = f"{n_q} FAQ questions, gold = answer section (heading removed), MiniLM + Qdrant BM25, RRF k=5"
+    out = []
+    for metric in ("recall@5", "mrr"):
+        out += [_row(f"FAQ {metric}: hybrid vs dense", h[metric], d[metric], metric, "hybrid > dense", note),
+                _row(f"FAQ {metric}: hybrid vs BM25", h[metric], s[metric], metric, "hybrid > BM25", note),
+                _row(f"FAQ {metric}: hybrid+rerank vs dense", hr[metric], d[metric], metric, "> dense", note),
+                _row(f"FAQ {metric}: hybrid+rerank vs BM25", hr[metric], s[metric], metric, "> BM25", note)]
+    out.append(_row("FAQ query latency: hybrid vs dense", h["ms_per_query"], d["ms_per_query"], "ms/query",
+                    "< 2x dense", "retrieval only, question embedding excluded", higher=False))
+    return out
+
+
+def _ingest_rows(svc: Any, docs: Path, quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    import ray
+
+    t = svc.ingest([str(docs)], "faq")  # plain loop: also builds the collection the retrieval rows use
+    local_rate = t.chunks / t.seconds
+    started = False
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        started = True
+    try:
+        r = svc.ingest([str(docs)], "faq_ray", engine="ray", actors=2)
+    finally:
+        if started:
+            ray.shutdown()
+    ray_rate = r.chunks / r.seconds
+    note = (f"{r.chunks} chunks of {len(r.added)} docs, {os.cpu_count()} cores; Ray Data 2 embedding actors, "
+            "pipeline start-up included (cluster start excluded)")
+    return [_row("ingestion throughput: Ray Data vs single-process loop", ray_rate, local_rate, "chunks/s",
+                 "scales out; on one small box ≈ loop", note)], {"chunks": t.chunks}
+
+
+def _store_rows(n: int) -> list[dict[str, Any]]:
+    import numpy as np
+
+    from deployments.vectorstore import ClientStore, EdgeStore, StorePoint, point_id
+
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(n, 384)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    pts = [StorePoint(point_id("bench", str(i)), vecs[i].tolist(),
+                      (sorted(rng.choice(50_000, 20, replace=False).tolist()), [1.0] * 20),
+                      {"source": f"doc{i % 100}", "text": "x" * 200}) for i in range(n)]
+    results = {}
+    with tempfile.TemporaryDirectory() as d:
+        for name, store in (("edge", EdgeStore(Path(d) / "e")), ("client-local", ClientStore(path=Path(d) / "c"))):
+            store.create_collection("b", 384, {"embedding_model": "bench"})
+            t0 = time.perf_counter()
+            for i in range(0, n, 256):
+                store.upsert("b", pts[i:i + 256])
+            up = n / (time.perf_counter() - t0)
+            lat = []
+            for q in vecs[:30]:
+                t0 = time.perf_counter()
+                store.query("b", q.tolist(), None, "dense", 10, 40)
+                lat.append(1000 * (time.perf_counter() - t0))
+            results[name] = (up, statistics.median(lat))
+            store.close()
+    note = f"{n} points, 384-d cosine + sparse, batches of 256 (flushed each), top-10"
+    return [_row("embedded store upsert: qdrant-edge vs qdrant-client local", results["edge"][0],
+                 results["client-local"][0], "points/s", "edge faster -> default", note),
+            _row("embedded store search p50: qdrant-edge vs qdrant-client local", results["edge"][1],
+                 results["client-local"][1], "ms", "edge faster -> default", note, higher=False)]
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    from apps.rag import faq
+    from apps.rag.service import RagService
+    from cluster.config import load_config
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not faq.available():
+        raise RuntimeError("python3-doc is not installed: apt-get install -y python3-doc")
+    with tempfile.TemporaryDirectory() as tmp:
+        qfile = faq.build_faq_set(Path(tmp) / "faq", limit=40 if quick else None)
+        n_q = sum(1 for _ in qfile.open())
+        svc = RagService(load_config(environ={"CONDUCTOR__RAG__DATA_DIR": str(Path(tmp) / "store")}))
+        try:
+            rows, _ = _ingest_rows(svc, qfile.parent / "docs", quick)
+            rows = _retrieval_rows(svc, qfile, n_q) + rows
+        finally:
+            svc.close()
+    return rows + _store_rows(1000 if quick else 5000)
+
+
+if __name__ == "__main__":
+    for r in run(quick=True):
+        print(r)

@@ -1,0 +1,90 @@
+"""The agent's HTTP app (FastAPI, as built inside the Serve replica) against the scripted chat server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from apps.agent import build_runner
+from apps.agent.builtin import builtin_registry
+from apps.agent.serve import create_app
+from apps.agent.trace import TraceStore
+from cluster.config import ConductorConfig
+from tests.agent.scripted import ScriptedChatServer, react
+
+
+@pytest.fixture()
+def served(tmp_path):
+    config = ConductorConfig.model_validate({"server": {"require_api_key": False},
+                                             "agent": {"data_dir": str(tmp_path)}})
+    srv = ScriptedChatServer().__enter__()
+    reg = builtin_registry(config)
+    store = TraceStore(tmp_path)
+    app = create_app(config, lambda model: build_runner(config, base_url=srv.base_url, api_key="k",
+                                                        model=model, registry=reg, store=store))
+    with TestClient(app) as client:
+        yield client, srv
+    srv.__exit__(None, None, None)
+
+
+def _events(resp) -> list[dict]:
+    out = []
+    for line in resp.iter_lines():
+        if line.startswith("data:") and line[5:].strip() != "[DONE]":
+            out.append(json.loads(line[5:]))
+    return out
+
+
+def test_streamed_run_then_get(served):
+    client, srv = served
+    srv.turns += [react({"tool": "calculator", "args": {"expression": "7*6"}}), react({"final_answer": "42"})]
+    with client.stream("POST", "/runs", json={"task": "7*6?", "agent": "math"}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = _events(r)
+    assert [e["type"] for e in events] == ["run", "step", "step", "done"]
+    assert events[1]["step"]["calls"][0]["result"] == "42"
+    assert events[-1]["answer"] == "42" and events[-1]["stopped_reason"] == "final_answer"
+    run = client.get(f"/runs/{events[0]['run_id']}").json()
+    assert run["answer"] == "42" and len(run["steps"]) == 2 and "state" not in run
+    assert client.get("/runs").json()["runs"][0]["run_id"] == events[0]["run_id"]
+
+
+def test_pause_for_approval_and_resume_over_http(served):
+    client, srv = served
+    srv.turns += [react({"tool": "python", "args": {"code": "print(40+2)"}})]
+    run = client.post("/runs", json={"task": "run it", "agent": "math", "stream": False}).json()
+    assert run["stopped_reason"] == "needs_approval" and run["status"] == "paused"
+    call_id = run["pending"][0]["id"]
+    bad = client.post(f"/runs/{run['run_id']}/approval", json={"decisions": {"nope": True}, "stream": False})
+    assert bad.status_code == 400 and "not pending" in bad.json()["error"]["message"]
+    srv.turns += [react({"final_answer": "42"})]
+    with client.stream("POST", f"/runs/{run['run_id']}/approval", json={"decisions": {call_id: True}}) as r:
+        events = _events(r)
+    assert events[0]["step"]["kind"] == "approval" and events[-1]["answer"] == "42"
+    again = client.post(f"/runs/{run['run_id']}/approval", json={"approve": True})
+    assert again.status_code == 409
+    assert "exit code: 0" in srv.requests[-1]["messages"][-1]["content"]
+
+
+def test_bad_requests_are_4xx(served):
+    client, _ = served
+    assert client.post("/runs", json={"task": ""}).status_code == 400
+    r = client.post("/runs", json={"task": "x", "agent": "nope"})
+    assert r.status_code == 400 and "unknown agent" in r.json()["error"]["message"]
+    assert client.post("/runs", content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+    assert client.get("/runs/zzz").status_code == 404
+    assert client.get("/runs/..%2F..%2Fetc").status_code == 404
+    assert client.post("/runs/zzz/approval", json={"approve": True}).status_code == 404
+    agents = client.get("/agents").json()
+    assert {"assistant", "triage", "research", "math"} <= {a["name"] for a in agents["agents"]}
+    assert next(a for a in agents["agents"] if a["name"] == "math")["dangerous"] == ["python"]
+
+
+def test_model_down_streams_a_clean_stop(served):
+    client, srv = served
+    srv.turns += [{"status": 500}, {"status": 500}]
+    with client.stream("POST", "/runs", json={"task": "hi"}) as r:
+        events = _events(r)
+    assert events[-1]["type"] == "done" and events[-1]["stopped_reason"] == "error"

@@ -1,0 +1,96 @@
+"""Untrusted media: every bad file is rejected with a clear reason, fast, without harming the caller."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+
+import pytest
+
+from apps.video.probe import ProbeError, probe
+from cluster.config import VideoLimits
+
+
+def _y4m(path, w, h):
+    path.write_bytes(f"YUV4MPEG2 W{w} H{h} F25:1 Ip A1:1 C420jpeg\nFRAME\n".encode() + b"\x00" * 65536)
+    return path
+
+
+def _reject(path, limits=None) -> ProbeError:
+    t = time.perf_counter()
+    with pytest.raises(ProbeError) as e:
+        probe(path, limits)
+    assert time.perf_counter() - t < 1.5, "rejection must be fast"
+    assert 400 <= e.value.status < 500
+    return e.value
+
+
+def test_real_clips_pass(bikes, std_clip):
+    info = probe(bikes)
+    assert (info.width, info.height, info.fps, info.frames) == (640, 272, 25.0, 250)
+    assert info.audio_codec is None
+    std = probe(std_clip.path)
+    assert std.audio_codec == "aac" and abs(std.duration - std_clip.duration) < 0.3
+
+
+def test_giant_header_rejected(tmp_path):
+    # FFmpeg itself refuses 65535x65535; our limit catches sizes FFmpeg would accept.
+    assert "65535x65535 is invalid" in str(_reject(_y4m(tmp_path / "huge.y4m", 65535, 65535)))
+    e = _reject(_y4m(tmp_path / "big.y4m", 16000, 16000))
+    assert "16000x16000 exceeds" in str(e)
+
+
+def test_random_bytes_truncated_empty_and_no_video(tmp_path, bikes):
+    rnd = tmp_path / "random.mp4"
+    rnd.write_bytes(os.urandom(300_000))
+    assert "not a readable media file" in str(_reject(rnd))
+    data = bikes.read_bytes()
+    trunc = tmp_path / "trunc.mp4"
+    trunc.write_bytes(data[: len(data) // 3])
+    _reject(trunc)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    assert "empty" in str(_reject(empty))
+    assert "no such file" in str(_reject(tmp_path / "missing.mp4"))
+    audio_only = tmp_path / "audio.m4a"
+    _audio_file(audio_only)
+    assert "no video stream" in str(_reject(audio_only))
+
+
+def test_limits_are_settings(bikes):
+    assert _reject(bikes, VideoLimits(max_bytes=100_000)).status == 413
+    assert "duration" in str(_reject(bikes, VideoLimits(max_duration_s=5)))
+    assert "frame rate" in str(_reject(bikes, VideoLimits(max_fps=24)))
+    assert "frame size" in str(_reject(bikes, VideoLimits(max_width=320)))
+
+
+def test_caller_memory_does_not_grow(tmp_path):
+    huge = _y4m(tmp_path / "huge.y4m", 65535, 65535)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(5):
+        with pytest.raises(ProbeError):
+            probe(huge)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 20_000  # KiB
+
+
+def test_worker_memory_cap_kills_only_the_worker(bikes):
+    # A cap too small for the worker to even start: the probe fails cleanly, this process is untouched.
+    with pytest.raises(ProbeError) as e:
+        probe(bikes, VideoLimits(worker_memory_mb=64))
+    assert "probe" in str(e.value) or "memory" in str(e.value)
+
+
+def _audio_file(path):
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("aac", rate=16000, layout="mono")
+        for k in range(0, 16000, 1024):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            f.sample_rate, f.pts = 16000, k
+            for p in s.encode(f):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
