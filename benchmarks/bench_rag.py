@@ -33,7 +33,7 @@ def _retrieval_rows(svc: Any, qfile: Path, n_q: int) -> list[dict[str, Any]]:
                 _row(f"FAQ {metric}: hybrid+rerank vs dense", hr[metric], d[metric], metric, "> dense", note),
                 _row(f"FAQ {metric}: hybrid+rerank vs BM25", hr[metric], s[metric], metric, "> BM25", note)]
     out.append(_row("FAQ query latency: hybrid vs dense", h["ms_per_query"], d["ms_per_query"], "ms/query",
-                    "< 2x dense", "retrieval only, question embedding excluded", higher=False))
+                    "< 10 ms", "retrieval only (two engine queries + fusion), question embedding excluded", higher=False))
     return out
 
 

@@ -203,7 +203,7 @@ class VideoConfig(_Strict):
     sampling: Literal["uniform", "keyframes", "scene"] = Field("scene", description="Frame sampling strategy.")
     sample_fps: float = Field(2.0, gt=0, le=60, description="uniform/scene: frames analysed per second of video.")
     analysis_width: int = Field(320, ge=32, le=1920, description="Frames are scaled to this width for analysis.")
-    scene_threshold: float = Field(0.35, gt=0, le=2, description="Histogram distance that counts as a cut.")
+    scene_threshold: float = Field(0.3, gt=0, le=2, description="Histogram distance that counts as a cut.")
     min_scene_s: float = Field(0.5, ge=0, description="Cuts closer than this to the previous one are ignored.")
     max_segment_s: float = Field(30.0, gt=1, description="Long shots are split into segments of at most this.")
     ocr: bool = Field(True, description="Run OCR on each segment's representative frames.")

@@ -317,11 +317,9 @@ class ClientStore(VectorStore):
             name, vectors_config={DENSE: m.VectorParams(size=dim, distance=m.Distance.COSINE)},
             sparse_vectors_config={SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)},
         )
-        for key in ("source", "doc_key"):
-            try:
+        if self.engine == "server":  # local mode has no payload indexes (filters still work, unindexed)
+            for key in ("source", "doc_key"):
                 self.client.create_payload_index(name, key, m.PayloadSchemaType.KEYWORD)
-            except Exception:  # local mode has no payload indexes; filters still work, just unindexed
-                pass
         self.set_meta(name, meta)
 
     def delete_collection(self, name: str) -> None:

@@ -71,7 +71,26 @@ def hosted_apis():
     b.stop()
 
 
-def _extra_models(hosted) -> list[dict]:
+@pytest.fixture(scope="session")
+def trained_export(tmp_path_factory) -> Path:
+    """A model trained from scratch by Conductor (debug preset, a few steps, no Ray) exported as a HF Llama dir."""
+    from dataclasses import replace
+
+    import torch
+
+    from training.config import preset
+    from training.export import export_hf
+    from training.loop import local_reporter, run_loop
+    from training.train import prepare_run
+
+    run = tmp_path_factory.mktemp("trained") / "run"
+    cfg = replace(preset("debug"), max_iters=4, eval_interval=4, max_corpus_bytes=80_000)
+    cfg = prepare_run(cfg, run, "debug", 1)
+    run_loop(cfg.to_dict(), 0, 1, torch.device("cpu"), run, local_reporter(run))
+    return export_hf(run / "checkpoint_000004", run.parent / "hf")
+
+
+def _extra_models(hosted, trained: Path) -> list[dict]:
     """Models the serving tests need beside the defaults: a hosted chain (a -> b) and a local-dead -> hosted one."""
     def hosted_backend(name: str, url: str) -> dict:
         return {"name": name, "engine": "openai", "base_url": url, "model": "fake", "api_key_env": "FAKE_KEY",
@@ -83,15 +102,18 @@ def _extra_models(hosted) -> list[dict]:
         {"id": "flaky", "backends": [hosted_backend("dead-port", f"http://127.0.0.1:{free_port()}/v1"),
                                      hosted_backend("flaky-b", hosted["b"].base_url)]},
         {"id": "echo", "backends": [{"name": "echo-local", "engine": "echo", "resources": {"num_cpus": 0.05}}]},
+        {"id": "trained", "backends": [{"name": "trained-hf", "engine": "transformers", "model": str(trained),
+                                        "context_length": 256, "threads": 1, "device": "cpu",
+                                        "resources": {"num_cpus": 0.1}}]},
     ]
 
 
 @pytest.fixture(scope="session")
-def serve_stack(ray_cluster, hosted_apis, tmp_path_factory):
+def serve_stack(ray_cluster, hosted_apis, trained_export, tmp_path_factory):
     """The full Conductor stack (gateway + LLM + embedder + apps) on a free port. Yields tests.stack.Stack."""
     from tests.stack import start_stack
 
-    stack = start_stack(tmp_path_factory.mktemp("stack"), port=free_port(), extra_models=_extra_models(hosted_apis))
+    stack = start_stack(tmp_path_factory.mktemp("stack"), port=free_port(), extra_models=_extra_models(hosted_apis, trained_export))
     try:
         yield stack
     finally:

@@ -10,6 +10,8 @@ BM25 terms the passage contains (what RRF's rank-only view throws away).
 
 from __future__ import annotations
 
+import math
+
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -59,7 +61,7 @@ def to_hit(h: StoreHit, qvec: Any, score: float | None = None) -> Hit:
 
 
 class Reranker:
-    def __init__(self, model_dir: str | None, sparse: Any, lexical_weight: float = 0.25):
+    def __init__(self, model_dir: str | None, sparse: Any, lexical_weight: float = 0.1):
         self.sparse = sparse
         self.lexical_weight = lexical_weight
         self.cross = None
@@ -74,12 +76,15 @@ class Reranker:
         if self.cross is not None:
             scores = [float(s) for s in self.cross.predict([(question, h.text) for h in hits])]
         else:
+            # IDF over the candidate pool: a query term few candidates contain (an error code, an identifier)
+            # decides more than one they all share.
             q_terms = set(self.sparse.query(question)[0])
-            scores = []
-            for h in hits:
-                d_terms = set(self.sparse.document(h.text)[0])
-                overlap = len(q_terms & d_terms) / len(q_terms) if q_terms else 0.0
-                scores.append(h.dense_score + self.lexical_weight * overlap)
+            docs = [set(self.sparse.document(h.text)[0]) for h in hits]
+            n = len(docs)
+            idf = {t: math.log((n + 1) / (sum(t in d for d in docs) + 0.5)) for t in q_terms}
+            total = sum(idf.values()) or 1.0
+            scores = [h.dense_score + self.lexical_weight * sum(idf[t] for t in q_terms & d) / total
+                      for h, d in zip(hits, docs)]
         ranked = sorted(zip(scores, hits), key=lambda t: -t[0])
         return [h.model_copy(update={"score": s}) for s, h in ranked]
 

@@ -13,7 +13,6 @@
 One replica owns the embedded store (it is single-process); the FastAPI app is built inside that replica.
 """
 
-from __future__ import annotations
 
 import json
 import os
@@ -58,7 +57,7 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
     from apps.common import APIError, install_common
     from apps.rag.retrieval import SearchParams
     from apps.rag.service import RagError
-    from deployments.vectorstore import StoreError
+    from deployments.vectorstore import StoreError, StoreLockedError
 
     app = FastAPI(title="Conductor RAG")
     install_common(app, config)
@@ -74,6 +73,8 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
     def call(fn: Callable[[], Any]) -> Any:
         try:
             return fn()
+        except StoreLockedError as e:  # another process holds the embedded store: not the caller's fault
+            raise APIError(503, str(e), "server_error") from None
         except (RagError, StoreError) as e:
             raise APIError(404 if "does not exist" in str(e) else 400, str(e)) from None
 

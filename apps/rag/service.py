@@ -15,7 +15,7 @@ from apps.rag.chunking import STRATEGIES
 from apps.rag.ingest import IngestReport, Progress, SparseEncoder, ingest_local, plan
 from apps.rag.retrieval import Hit, Reranker, SearchParams, search
 from cluster.config import ConductorConfig
-from deployments.vectorstore import StoreError, check_name, open_store
+from deployments.vectorstore import StoreError, StoreLockedError, check_name, open_store
 
 
 class RagError(ValueError):
@@ -69,6 +69,8 @@ class RagService:
     def meta(self, collection: str) -> dict[str, Any]:
         try:
             return self.store.get_meta(check_name(collection))
+        except StoreLockedError:
+            raise  # not the user's mistake: callers may route to the server holding the store
         except StoreError as e:
             raise RagError(str(e)) from None
 
@@ -107,6 +109,8 @@ class RagService:
         try:
             meta = self._ensure_collection(collection, chunking, chunk_size, chunk_overlap)
             p = plan(self.store, collection, paths)
+        except StoreLockedError:
+            raise
         except (FileNotFoundError, StoreError) as e:
             raise RagError(str(e)) from None
         report = IngestReport(collection, unchanged=p["unchanged"], skipped=dict(p["skipped"]), engine=engine)
@@ -173,6 +177,8 @@ class RagService:
         try:
             return search(self.store, collection, question.strip(), qvec, self.sparse, params, self.cfg,
                           self.reranker if params.rerank else None)
+        except StoreLockedError:
+            raise
         except StoreError as e:
             raise RagError(str(e)) from None
 

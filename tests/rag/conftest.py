@@ -94,3 +94,28 @@ def service(rag_config, minilm):
     svc = RagService(rag_config, embedder=minilm)
     yield svc
     svc.close()
+
+
+@pytest.fixture
+def rag_http(service, rag_config):
+    """The RAG FastAPI app (apps.rag.serve.create_app) served by uvicorn on a free loopback port, as the
+    `/v1/rag` prefix the Serve proxy gives it. Yields the base URL of the whole server."""
+    import threading
+    import time
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from apps.rag.serve import create_app
+    from tests.conftest import free_port
+
+    root = FastAPI()
+    root.mount("/v1/rag", create_app(rag_config, lambda: service))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(root, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.time() + 20
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True

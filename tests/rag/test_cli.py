@@ -1,0 +1,84 @@
+"""`conductor rag ...` through click's CliRunner against a real store, embedder and HTTP servers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from cluster.cli import cli
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONDUCTOR__RAG__DATA_DIR", str(tmp_path / "store"))
+
+    def _run(*args: str, code: int = 0):
+        res = CliRunner().invoke(cli, ["rag", *args], catch_exceptions=False)
+        assert res.exit_code == code, res.output
+        return res
+
+    return _run
+
+
+def test_ingest_search_ask_json(run, docs, hosted_apis, monkeypatch):
+    out = json.loads(run("ingest", str(docs), "--collection", "kb", "--json").stdout)
+    assert len(out["added"]) == 5 and out["chunks"] > 0
+    hits = json.loads(run("search", "how long to hold the reset pin", "--collection", "kb", "--k", "3",
+                          "--json").stdout)
+    assert isinstance(hits, list) and len(hits) == 3
+    assert hits[0]["source"] == str(docs / "router.md") and {"score", "text"} <= set(hits[0])
+    # answers go through the gateway's chat API: here a real OpenAI-protocol server standing in for it
+    monkeypatch.setenv("CONDUCTOR_BASE_URL", hosted_apis["a"].base_url.removesuffix("/v1"))
+    ans = json.loads(run("ask", "How do I reset the Zephyr router?", "--collection", "kb", "--json").stdout)
+    assert {"answer", "sources", "warning"} <= set(ans) and ans["warning"] is None
+    assert ans["answer"].startswith("hosted a:") and ans["citations"]
+    assert ans["sources"][0]["source"] == str(docs / "router.md")
+    text = run("search", "penguins", "--collection", "kb").stdout
+    assert "penguins.txt" in text
+
+
+def test_errors_are_one_line(run, docs):
+    r = run("search", "x", "--collection", "missing", code=1)
+    assert "does not exist" in r.output and "Traceback" not in r.output
+    run("ingest", str(docs / "penguins.txt"), "--collection", "kb")
+    assert "empty" in run("ask", "  ", "--collection", "kb", code=1).output
+    assert "no such file" in run("ingest", "/nonexistent/dir", "--collection", "kb", code=1).output
+    assert "invalid collection name" in run("ingest", str(docs), "--collection", "bad/name", code=1).output
+    assert run("search", "x", "--collection", "kb", "--k", "0", code=2).exit_code == 2
+
+
+def test_low_relevance_ask_needs_no_model(run, docs):
+    run("ingest", str(docs), "--collection", "kb")
+    ans = json.loads(run("ask", "gluon propagator lattice QCD renormalisation", "--collection", "kb",
+                         "--json").stdout)
+    assert "low relevance" in ans["warning"] and ans["citations"] == []
+
+
+def test_cli_routes_through_the_server_when_it_holds_the_store(run, service, docs, rag_http, monkeypatch):
+    service.ingest([str(docs)], "kb")  # the "server" process now holds the embedded store
+    monkeypatch.setenv("CONDUCTOR__RAG__DATA_DIR", str(service.store.root.parent))
+    monkeypatch.setenv("CONDUCTOR_BASE_URL", rag_http)
+    hits = json.loads(run("search", "descaling with vinegar", "--collection", "kb", "--json").stdout)
+    assert hits[0]["source"] == str(docs / "kettle.html")
+    # ingest cannot be routed (the server's files are not ours): a clear error, not a corrupted store
+    r = run("ingest", str(docs), "--collection", "kb", code=1)
+    assert "another process" in r.output
+
+
+def test_eval_and_faq_set(run, tmp_path):
+    from apps.rag import faq
+
+    if not faq.available():
+        pytest.skip("python3-doc is not installed")
+    q = faq.build_faq_set(tmp_path / "faq", limit=12)
+    run("ingest", str(tmp_path / "faq" / "docs"), "--collection", "faq", "--chunking", "recursive")
+    out = json.loads(run("eval", "--collection", "faq", "--questions", str(q), "--json").stdout)
+    assert [r["mode"] for r in out["rows"]] == ["dense", "sparse", "hybrid", "hybrid+rerank"]
+    assert out["chunking"] == "recursive"
+    table = run("eval", "--collection", "faq", "--questions", str(q), "--modes", "dense,hybrid").stdout
+    assert "recall@5" in table and "hybrid" in table
+    assert "unknown mode" in run("eval", "--collection", "faq", "--questions", str(q), "--modes", "x", code=1).output
+    cols = json.loads(run("collections", "--json").stdout)
+    assert cols[0]["name"] == "faq" and cols[0]["embedding_model"] == "packaged:minilm"
