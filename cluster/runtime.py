@@ -29,6 +29,8 @@ def ray_bin() -> str:
 
 def _env(config: ConductorConfig) -> dict[str, str]:
     env = dict(os.environ)
+    # Jobs and workers inherit the head's PATH: put this venv first so `conductor ...` entrypoints resolve.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
