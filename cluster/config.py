@@ -40,6 +40,20 @@ class DeploymentResources(_Strict):
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
     max_ongoing_requests: int = Field(16, ge=1, description="Concurrent requests one replica accepts.")
 
+    def serve_options(self, name: str, **extra: Any) -> dict[str, Any]:
+        """`serve.deployment(...).options(**...)` for these resources: fixed replicas or autoscaling."""
+        opts: dict[str, Any] = {
+            "name": name,
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            "max_ongoing_requests": self.max_ongoing_requests,
+        }
+        if self.num_replicas:
+            opts["num_replicas"] = self.num_replicas
+        else:
+            opts["autoscaling_config"] = self.autoscaling.model_dump()
+        opts.update(extra)
+        return opts
+
 
 class EngineConfig(_Strict):
     """One backend that can answer for a model. A model's `backends` list is its fallback chain, in order."""

@@ -44,14 +44,7 @@ class Embedder:
 
 
 def embedder_deployment(cfg: EmbeddingsConfig) -> Any:
-    res = cfg.resources
-    options: dict[str, Any] = {
-        "name": "Embedder",
-        "ray_actor_options": {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus},
-        "max_ongoing_requests": max(res.max_ongoing_requests, cfg.max_batch_size),
-    }
-    if res.num_replicas:
-        options["num_replicas"] = res.num_replicas
-    else:
-        options["autoscaling_config"] = res.autoscaling.model_dump()
+    # A replica must accept at least a full batch of concurrent callers for @serve.batch to fill it.
+    options = cfg.resources.serve_options(
+        "Embedder", max_ongoing_requests=max(cfg.resources.max_ongoing_requests, cfg.max_batch_size))
     return serve.deployment(Embedder).options(**options).bind(cfg.model_dump())

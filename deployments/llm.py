@@ -14,7 +14,7 @@ from typing import Any
 
 from ray import serve
 
-from cluster.config import DeploymentResources, EngineConfig
+from cluster.config import EngineConfig
 from deployments.engines.base import Engine, EngineError, engine_class
 
 _END = object()
@@ -117,16 +117,6 @@ async def coalesce(stream: Any) -> AsyncIterator[list[dict[str, Any]]]:
 
 def llm_deployment(cfg: EngineConfig, engine_cls: type[Engine] | None = None) -> Any:
     """A bound Serve deployment for one local backend, sized from its config."""
-    res: DeploymentResources = cfg.resources
-    options: dict[str, Any] = {
-        "name": f"LLM-{cfg.name}",
-        "ray_actor_options": {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus},
-        "max_ongoing_requests": res.max_ongoing_requests,
-        "health_check_period_s": 10,
-        "graceful_shutdown_timeout_s": 5,
-    }
-    if res.num_replicas:
-        options["num_replicas"] = res.num_replicas
-    else:
-        options["autoscaling_config"] = res.autoscaling.model_dump()
+    options = cfg.resources.serve_options(f"LLM-{cfg.name}", health_check_period_s=10,
+                                           graceful_shutdown_timeout_s=5)
     return serve.deployment(LLMServer).options(**options).bind(cfg.model_dump(), engine_cls)

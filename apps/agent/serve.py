@@ -182,11 +182,5 @@ def build_app(args: dict[str, Any]) -> Any:
     from ray import serve
 
     config = config_from_dict(args["config"])
-    res = config.agent.resources
-    opts: dict[str, Any] = {"name": "AgentIngress", "ray_actor_options": {"num_cpus": res.num_cpus},
-                            "max_ongoing_requests": res.max_ongoing_requests}
-    if res.num_replicas:
-        opts["num_replicas"] = res.num_replicas
-    else:
-        opts["autoscaling_config"] = res.autoscaling.model_dump()
+    opts = config.agent.resources.serve_options("AgentIngress")
     return serve.deployment(_make_ingress()).options(**opts).bind(config.model_dump())

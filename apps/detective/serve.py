@@ -156,11 +156,5 @@ def build_app(args: dict[str, Any]) -> Any:
     from ray import serve
 
     config = config_from_dict(args["config"])
-    res = config.detective.resources
-    opts: dict[str, Any] = {"name": "DetectiveIngress", "ray_actor_options": {"num_cpus": res.num_cpus},
-                            "max_ongoing_requests": res.max_ongoing_requests}
-    if res.num_replicas:
-        opts["num_replicas"] = res.num_replicas
-    else:
-        opts["autoscaling_config"] = res.autoscaling.model_dump()
+    opts = config.detective.resources.serve_options("DetectiveIngress")
     return serve.deployment(_make_ingress()).options(**opts).bind(config.model_dump())

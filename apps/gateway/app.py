@@ -117,16 +117,7 @@ def build_gateway(config: ConductorConfig, engine_overrides: dict[str, type] | N
         for b in m.backends:
             if b.engine not in IN_PROCESS_ENGINES or b.name in engine_overrides:
                 handles[b.name] = llm_deployment(b, engine_overrides.get(b.name))
-    res = config.server.gateway
-    options: dict[str, Any] = {
-        "name": "Gateway",
-        "ray_actor_options": {"num_cpus": res.num_cpus},
-        "max_ongoing_requests": res.max_ongoing_requests,
-    }
-    if res.num_replicas:
-        options["num_replicas"] = res.num_replicas
-    else:
-        options["autoscaling_config"] = res.autoscaling.model_dump()
+    options = config.server.gateway.serve_options("Gateway")
     return serve.deployment(Gateway).options(**options).bind(config.model_dump(), handles,
                                                              embedder_deployment(config.embeddings))
 
