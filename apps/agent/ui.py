@@ -59,11 +59,12 @@ def consume(events: Iterator[dict[str, Any]], history: list[dict], state: dict) 
         yield history, state, status
 
 
-def _agents(client) -> list[str]:
-    try:
-        return [a["name"] for a in client.request("GET", f"{PREFIX}/agents")["agents"]]
-    except Exception:  # noqa: BLE001 - the tab still builds when the agent app is down
-        return ["assistant", "triage", "research", "math"]
+def _agents(config) -> list[str]:
+    """From config, not from the agent app: tabs are built while the gateway replica starts, before any app
+    answers (a request then would queue behind the very replica that is starting)."""
+    from apps.agent.agents import configured_agents
+
+    return sorted(configured_agents(config.agent.agents))
 
 
 def build_tab(ctx) -> None:
@@ -73,7 +74,7 @@ def build_tab(ctx) -> None:
     client = ctx.client
     state = gr.State({})
     with gr.Row():
-        agent = gr.Dropdown(_agents(client), value=ctx.config.agent.default_agent, label="Agent",
+        agent = gr.Dropdown(_agents(ctx.config), value=ctx.config.agent.default_agent, label="Agent",
                             elem_id="agent-name", scale=1)
         status = gr.Markdown("", elem_id="agent-status")
     chat = gr.Chatbot(label="Agent", elem_id="agent-chat", height=480)

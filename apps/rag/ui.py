@@ -84,8 +84,10 @@ def build_tab(ctx: Any) -> None:
 
     client = ctx.client
     with gr.Row():
-        collection = gr.Dropdown(_collections(client), label="Collection", allow_custom_value=True,
-                                 value=(_collections(client) or ["docs"])[0], elem_id="rag-collection")
+        # No request while the tab is built: the gateway replica building it is not serving yet. The picker fills
+        # on the Refresh button and after each ingestion.
+        collection = gr.Dropdown([], label="Collection", allow_custom_value=True, value="docs",
+                                 elem_id="rag-collection")
         refresh = gr.Button("↻", scale=0)
         chunking = gr.Radio(["structure", "recursive", "fixed"], value="structure", label="Chunking (new collection)")
     with gr.Accordion("Add documents", open=True):
