@@ -16,10 +16,12 @@ import threading
 import time
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from apps.client import ConductorAPIError
 from cluster.config import ConductorConfig
 
 log = logging.getLogger("conductor.http")
@@ -88,10 +90,12 @@ def keys_required(config: ConductorConfig, keys: dict[str, str]) -> bool:
 
 def export_client_env(config: ConductorConfig) -> None:
     """Inside a replica: let `ConductorClient()` find the gateway and authenticate as the internal user."""
+    # Overwrite, don't default: a replica inherits its raylet's environment, which may carry another server's
+    # address; the config this replica was deployed with is the truth.
     host = config.server.host if config.server.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    os.environ.setdefault("CONDUCTOR_BASE_URL", f"http://{host}:{config.server.port}")
+    os.environ["CONDUCTOR_BASE_URL"] = f"http://{host}:{config.server.port}"
     if config.server.internal_api_key:
-        os.environ.setdefault("CONDUCTOR_API_KEY", config.server.internal_api_key)
+        os.environ["CONDUCTOR_API_KEY"] = config.server.internal_api_key
 
 
 class RateLimiter:
@@ -180,6 +184,16 @@ def install_common(app: FastAPI, config: ConductorConfig, max_body_bytes: int | 
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         return error_response(exc.status_code, str(exc.detail), "invalid_request_error" if exc.status_code < 500
                               else "server_error", headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(httpx.HTTPError)
+    async def _upstream(_: Request, exc: httpx.HTTPError) -> JSONResponse:
+        # A dependency (the gateway, a hosted API) is unreachable: the caller did nothing wrong, and it is no bug.
+        return error_response(502, f"an upstream service is unavailable: {type(exc).__name__}", "upstream_error")
+
+    @app.exception_handler(ConductorAPIError)
+    async def _gateway_said_no(_: Request, exc: ConductorAPIError) -> JSONResponse:
+        status = 503 if exc.status in (429, 503) else 502
+        return error_response(status, f"the model gateway answered {exc.status}: {exc.message}", "upstream_error")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
