@@ -7,6 +7,7 @@ torch or gradio. Each entry below is "module:attribute" of a click command or gr
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -60,6 +61,8 @@ def cli() -> None:
 
 
 def main() -> None:
+    # Ray decides whether to send its auth token when it is first imported; any subcommand may import it.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     try:
         cli(standalone_mode=True)
     except KeyboardInterrupt:

@@ -120,9 +120,12 @@ def down(config_path: str | None) -> None:
 def _status(config: ConductorConfig) -> dict[str, Any]:
     from ray import serve
 
+    from cluster.serve_app import APPS
+
+    prefixes = {spec.name: spec.route_prefix for spec in APPS}
     st = serve.status()
     return {
-        "applications": {name: {"status": str(a.status), "route_prefix": a.route_prefix,
+        "applications": {name: {"status": str(a.status), "route_prefix": prefixes.get(name),
                                 "deployments": {d: {"status": str(ds.status),
                                                     "replicas": {str(k): v for k, v in ds.replica_states.items()}}
                                                 for d, ds in a.deployments.items()}}

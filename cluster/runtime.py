@@ -67,11 +67,13 @@ def start_head(config: ConductorConfig) -> None:
 
 
 def connect(config: ConductorConfig) -> None:
+    # Before `import ray`: Ray reads RAY_AUTH_MODE when it loads, and a client that does not know the cluster
+    # uses tokens fails to authenticate.
+    os.environ.update({k: v for k, v in _env(config).items() if k.startswith(("RAY_", "HF_", "TOKENIZERS"))})
     import ray
 
     if ray.is_initialized():
         return
-    os.environ.update({k: v for k, v in _env(config).items() if k.startswith(("RAY_", "HF_", "TOKENIZERS"))})
     ray.init(address=config.ray.address or "auto", log_to_driver=False, logging_level="WARNING",
              namespace="conductor")
 
