@@ -183,8 +183,10 @@ class Router:
         state = model.breakers[backend.name].state()
         self.metrics.breaker_open.set(0.0 if state == "closed" else 1.0, model=model.config.id, backend=backend.name)
 
-    async def call(self, model: RoutedModel, endpoint: str, req: dict[str, Any]) -> tuple[Backend, dict[str, Any]]:
-        """Non-streaming: first backend that answers within its timeout and the request's deadline."""
+    async def _failover(self, model: RoutedModel, endpoint: str, attempt: Any) -> tuple[Backend, Any]:
+        """Try backends in order: `attempt(backend, timeout)` either returns or raises. Client errors (4xx) go
+        straight back to the caller; anything else counts against that backend and moves on, within the
+        request's own deadline."""
         deadline = time.monotonic() + self.request_timeout_s
         attempts: list[Attempt] = []
         for backend in self._candidates(model, attempts):
@@ -192,10 +194,7 @@ class Router:
             if left <= 0:
                 break
             try:
-                fn = backend.chat if endpoint == "chat" else backend.complete
-                result = await asyncio.wait_for(fn(req), timeout=min(backend.config.timeout_s, left))
-            except asyncio.TimeoutError:
-                err = EngineError(504, f"timed out after {min(backend.config.timeout_s, left):.1f}s")
+                result = await attempt(backend, min(backend.config.timeout_s, left))
             except EngineError as e:
                 if e.is_client_error:
                     raise
@@ -209,35 +208,36 @@ class Router:
             self._record_failure(model, backend, endpoint, err)
         raise AllBackendsFailed(model.config.id, attempts)
 
+    async def call(self, model: RoutedModel, endpoint: str, req: dict[str, Any]) -> tuple[Backend, dict[str, Any]]:
+        """Non-streaming: the first backend that answers within its timeout and the request's deadline."""
+        async def attempt(backend: Backend, timeout: float) -> dict[str, Any]:
+            fn = backend.chat if endpoint == "chat" else backend.complete
+            try:
+                return await asyncio.wait_for(fn(req), timeout=timeout)
+            except asyncio.TimeoutError:
+                raise EngineError(504, f"timed out after {timeout:.1f}s") from None
+
+        return await self._failover(model, endpoint, attempt)
+
     async def open_stream(self, model: RoutedModel, endpoint: str, req: dict[str, Any]
                           ) -> tuple[Backend, list[dict[str, Any]], AsyncIterator[list[dict[str, Any]]]]:
         """Streaming: fail over until a backend yields its first batch; after that the stream is committed."""
-        deadline = time.monotonic() + self.request_timeout_s
-        attempts: list[Attempt] = []
-        for backend in self._candidates(model, attempts):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
+        async def attempt(backend: Backend, timeout: float) -> tuple[list[dict[str, Any]], Any]:
             gen = backend.stream(endpoint, req)
             try:
-                first = await asyncio.wait_for(gen.__anext__(), timeout=min(backend.config.timeout_s, left))
+                first = await asyncio.wait_for(gen.__anext__(), timeout=timeout)
             except StopAsyncIteration:
                 first = []
             except asyncio.TimeoutError:
-                err = EngineError(504, f"no first token after {min(backend.config.timeout_s, left):.1f}s")
-            except EngineError as e:
-                if e.is_client_error:
-                    raise
-                err = e
-            except Exception as e:
-                err = EngineError(503, f"{type(e).__name__}: {e}"[:300])
-            else:
-                self._record_success(model, backend)
-                return backend, first, gen
-            await _aclose(gen)
-            attempts.append(Attempt(backend.name, err.message))
-            self._record_failure(model, backend, endpoint, err)
-        raise AllBackendsFailed(model.config.id, attempts)
+                await _aclose(gen)
+                raise EngineError(504, f"no first token after {timeout:.1f}s") from None
+            except BaseException:
+                await _aclose(gen)
+                raise
+            return first, gen
+
+        backend, (first, gen) = await self._failover(model, endpoint, attempt)
+        return backend, first, gen
 
     def status(self) -> dict[str, Any]:
         return {mid: {b.name: {"engine": b.config.engine, "breaker": m.breakers[b.name].state(),
