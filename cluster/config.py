@@ -103,6 +103,8 @@ class EmbeddingsConfig(_Strict):
     max_batch_size: int = Field(64, ge=1, description="@serve.batch max batch size.")
     batch_wait_timeout_s: float = Field(0.005, ge=0, description="@serve.batch wait for more requests.")
     max_inputs: int = Field(2048, ge=1, description="Largest `input` list one request may send.")
+    threads: int = Field(2, ge=1, description="torch threads in each embedder replica (Ray would otherwise give a "
+                         "fractional-CPU replica one).")
     resources: DeploymentResources = Field(default_factory=lambda: DeploymentResources(num_cpus=0.25))
 
 

@@ -18,7 +18,10 @@ class Embedder:
     def __init__(self, config: dict[str, Any]):
         from deployments.embedder_local import LocalEmbedder
 
+        import torch
+
         self.config = EmbeddingsConfig.model_validate(config)
+        torch.set_num_threads(self.config.threads)  # Ray sets OMP_NUM_THREADS=1 for fractional-CPU actors
         self.local = LocalEmbedder(self.config.model)
         self.embed_batch.set_max_batch_size(self.config.max_batch_size)
         self.embed_batch.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
@@ -32,7 +35,7 @@ class Embedder:
         for texts in requests:
             n = len(texts)
             share = tokens * n // max(1, len(flat))
-            out.append({"vectors": vecs[i:i + n].tolist(), "tokens": share})
+            out.append({"vectors": vecs[i:i + n], "tokens": share})  # float32 ndarray: cheap to ship
             i += n
         return out
 

@@ -32,6 +32,9 @@ class LLMServer:
         self.config = EngineConfig.model_validate(engine_config)
         cls = engine_cls or engine_class(self.config.engine)
         self.engine = cls(self.config)
+        # After the first token, send at most one batch per interval: on a small CPU box every hop (replica ->
+        # gateway -> proxy -> client) costs CPU per message that the engine's own threads would otherwise use.
+        self.stream_interval_s = float(self.config.options.get("stream_interval_s", 0.02))
         # Engines start with async code but the constructor stays sync (no `async def __init__`); a private loop
         # in a helper thread works whether or not Serve runs this constructor inside its own event loop.
         errors: list[BaseException] = []
@@ -54,11 +57,11 @@ class LLMServer:
             return error_dict(e)
 
     async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]]]:
-        async for batch in coalesce(self.engine.chat_stream(request)):
+        async for batch in coalesce(self.engine.chat_stream(request), self.stream_interval_s):
             yield batch
 
     async def complete_stream(self, request: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]]]:
-        async for batch in coalesce(self.engine.complete_stream(request)):
+        async for batch in coalesce(self.engine.complete_stream(request), self.stream_interval_s):
             yield batch
 
     async def embed(self, texts: list[str]) -> dict[str, Any] | list[list[float]]:
@@ -85,8 +88,9 @@ def _run_catching(coro: Any, errors: list[BaseException]) -> None:
         errors.append(e)
 
 
-async def coalesce(stream: Any) -> AsyncIterator[list[dict[str, Any]]]:
-    """Yield lists of whatever chunks are ready; an engine error becomes a final [{"error": ...}] item."""
+async def coalesce(stream: Any, min_interval_s: float = 0.0) -> AsyncIterator[list[dict[str, Any]]]:
+    """Yield lists of whatever chunks are ready; an engine error becomes a final [{"error": ...}] item.
+    The first batch goes out at once (time to first token); later ones at most every `min_interval_s`."""
     queue: asyncio.Queue[Any] = asyncio.Queue()
 
     async def pump() -> None:
@@ -111,8 +115,15 @@ async def coalesce(stream: Any) -> AsyncIterator[list[dict[str, Any]]]:
                 yield items
             if done:
                 return
+            if min_interval_s > 0 and any(_has_text(c) for c in items):
+                await asyncio.sleep(min_interval_s)
     finally:
         task.cancel()
+
+
+def _has_text(chunk: Any) -> bool:
+    return isinstance(chunk, dict) and any((c.get("delta") or {}).get("content") or c.get("text")
+                                           for c in chunk.get("choices", []) or [])
 
 
 def llm_deployment(cfg: EngineConfig, engine_cls: type[Engine] | None = None) -> Any:

@@ -201,13 +201,15 @@ async def embeddings_response(gw: Any, parsed: EmbeddingRequest) -> Response:
         raise APIError(400, f"input has {len(texts)} items; the limit is {cfg.max_inputs}", param="input")
     t0 = time.perf_counter()
     result = await gw.embedder.embed.remote(texts)
-    vecs, tokens = result["vectors"], int(result["tokens"])
+    vecs, tokens = np.asarray(result["vectors"], dtype=np.float32), int(result["tokens"])
     gw.metrics.requests.inc(model=cfg.id, backend="embedder", endpoint="embeddings", status="ok")
     gw.metrics.latency.observe(time.perf_counter() - t0, model=cfg.id, backend="embedder", endpoint="embeddings")
     gw.metrics.tokens_in.inc(tokens, model=cfg.id, backend="embedder")
     if parsed.encoding_format == "base64":  # what the openai SDK asks for by default: float32 little-endian
-        vecs = [base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode() for v in vecs]
+        out: list[Any] = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vecs]
+    else:
+        out = vecs.tolist()
     return JSONResponse({"object": "list", "model": cfg.id,
-                         "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vecs)],
+                         "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(out)],
                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
                         headers={BACKEND_HEADER: "embedder"})
