@@ -15,8 +15,9 @@ import re
 import statistics
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from apps.agent.local_llm import json_http_server
 
 DOCS = [
     ("orion.txt", "Project Orion launched on 14 March 2023. Its lead engineer is Dana Whitfield."),
@@ -75,22 +76,7 @@ class OracleServer:
 
     def __init__(self):
         by_task = {task: (expected, call) for _, task, expected, call in TASKS}
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                data = json.dumps(outer.answer(body, by_task)).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = json_http_server(lambda body, _path, _auth: (200, self.answer(body, by_task)))
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 

@@ -11,7 +11,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 def load_llama(gguf: str | Path | None = None, n_ctx: int = 4096, threads: int = 2):
@@ -28,6 +28,32 @@ def load_llama(gguf: str | Path | None = None, n_ctx: int = 4096, threads: int =
     return xllamacpp.Server(p)
 
 
+def json_http_server(answer: Callable[[dict[str, Any], str, str | None], tuple[int, dict[str, Any]]]
+                     ) -> ThreadingHTTPServer:
+    """A loopback HTTP server on a free port: each POST's JSON body goes to `answer(body, path, authorization)`,
+    whose (status, payload) is sent back as JSON. Start it with `serve_forever` in a thread."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802
+            try:
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+            except ValueError as e:
+                status, payload = 400, {"error": {"message": f"request body is not JSON: {e}"}}
+            else:
+                status, payload = answer(body, self.path, self.headers.get("authorization"))
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    return ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+
+
 class LocalChatServer:
     """`with LocalChatServer() as s: ChatModel(s.base_url, None, "smollm2")`."""
 
@@ -35,26 +61,13 @@ class LocalChatServer:
         self.llama = load_llama(gguf, n_ctx)
         self.model_id = model_id
         self._lock = threading.Lock()  # one generation at a time: llama.cpp slots are not the point here
-        server = self
+        def answer(body: dict[str, Any], _path: str, _auth: str | None) -> tuple[int, dict[str, Any]]:
+            try:
+                return 200, self.chat(body)
+            except (ValueError, RuntimeError, KeyError, TypeError) as e:
+                return 400, {"error": {"message": f"{type(e).__name__}: {e}"}}
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                try:
-                    body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
-                    status, payload = 200, server.chat(body)
-                except (ValueError, RuntimeError, KeyError, TypeError) as e:
-                    status, payload = 400, {"error": {"message": f"{type(e).__name__}: {e}"}}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = json_http_server(answer)
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
