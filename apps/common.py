@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from apps.client import ConductorAPIError
-from cluster.config import ConductorConfig
+from cluster.config import ConductorConfig, config_from_dict
 
 log = logging.getLogger("conductor.http")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -248,3 +248,19 @@ async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise APIError(400, "request body must be a JSON object")
     return body
+
+
+def config_ingress_app(build_asgi: Any, options: dict[str, Any], config: ConductorConfig) -> Any:
+    """A bound Serve application whose replica rebuilds `config` from a dict and builds its FastAPI app with
+    `build_asgi(config)` inside the replica (apps holding Gradio blocks or closures cannot be pickled)."""
+    from ray import serve
+
+    @serve.ingress()
+    class ConfigIngress:
+        def __init__(self, config: dict[str, Any]):
+            self.config = config_from_dict(config)
+
+        def __serve_build_asgi_app__(self) -> Any:
+            return build_asgi(self.config)
+
+    return serve.deployment(ConfigIngress).options(**options).bind(config.model_dump())

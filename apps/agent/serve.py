@@ -163,24 +163,10 @@ def default_runner_factory(config: ConductorConfig) -> Callable[[str | None], An
     return lambda model: build_runner(config, model=model, registry=registry, store=store)
 
 
-def _make_ingress() -> Any:
-    from ray import serve
-
-    @serve.ingress()
-    class AgentIngress:
-        def __init__(self, config: dict[str, Any]):
-            self.config = config_from_dict(config)
-
-        def __serve_build_asgi_app__(self) -> Any:
-            return create_app(self.config, default_runner_factory(self.config))
-
-    return AgentIngress
-
-
 def build_app(args: dict[str, Any]) -> Any:
     """Serve entry point: args = {"config": <dict>}."""
-    from ray import serve
-
     config = config_from_dict(args["config"])
     opts = config.agent.resources.serve_options("AgentIngress")
-    return serve.deployment(_make_ingress()).options(**opts).bind(config.model_dump())
+    from apps.common import config_ingress_app
+
+    return config_ingress_app(lambda c: create_app(c, default_runner_factory(c)), opts, config)

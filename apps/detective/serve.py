@@ -137,24 +137,10 @@ def create_app(config: ConductorConfig) -> Any:
     return app
 
 
-def _make_ingress() -> Any:
-    from ray import serve
-
-    @serve.ingress()
-    class DetectiveIngress:
-        def __init__(self, config: dict[str, Any]):
-            self.config = config_from_dict(config)
-
-        def __serve_build_asgi_app__(self) -> Any:
-            return create_app(self.config)
-
-    return DetectiveIngress
-
-
 def build_app(args: dict[str, Any]) -> Any:
     """Serve entry point: args = {"config": <dict>}. Stateless, so replicas may autoscale."""
-    from ray import serve
-
     config = config_from_dict(args["config"])
     opts = config.detective.resources.serve_options("DetectiveIngress")
-    return serve.deployment(_make_ingress()).options(**opts).bind(config.model_dump())
+    from apps.common import config_ingress_app
+
+    return config_ingress_app(create_app, opts, config)

@@ -19,7 +19,6 @@ import os
 import re
 import tempfile
 import threading
-from pathlib import Path
 from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, Field
@@ -196,29 +195,18 @@ def _check(collection: str) -> str:
     return check_name(collection)
 
 
-def _make_ingress() -> Any:
-    from ray import serve
+def _create_served_app(config: ConductorConfig) -> Any:
+    from apps.rag.service import RagService
 
-    @serve.ingress()
-    class RagIngress:
-        def __init__(self, config: dict[str, Any]):
-            self.config = config_from_dict(config)
-
-        def __serve_build_asgi_app__(self) -> Any:
-            from apps.rag.service import RagService
-
-            return create_app(self.config, lambda: RagService(self.config))
-
-    return RagIngress
+    return create_app(config, lambda: RagService(config))
 
 
 def build_app(args: dict[str, Any]) -> Any:
     """Serve entry point: args = {"config": <dict>}. One replica: the embedded store has a single writer."""
-    from ray import serve
-
     config = config_from_dict(args["config"])
     res = config.rag.resources
-    opts: dict[str, Any] = {"name": "RagIngress", "ray_actor_options": {"num_cpus": res.num_cpus},
-                            "max_ongoing_requests": res.max_ongoing_requests,
-                            "num_replicas": 1 if not config.rag.qdrant_url else (res.num_replicas or 1)}
-    return serve.deployment(_make_ingress()).options(**opts).bind(config.model_dump())
+    opts = res.serve_options("RagIngress", num_replicas=1 if not config.rag.qdrant_url else (res.num_replicas or 1))
+    opts.pop("autoscaling_config", None)  # fixed replicas: the embedded store has a single writer
+    from apps.common import config_ingress_app
+
+    return config_ingress_app(_create_served_app, opts, config)
