@@ -250,6 +250,19 @@ async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
     return body
 
 
+async def stream_body_to(request: Request, f: Any, limit: int) -> int:
+    """Copy the request body into the open file `f`, refusing it with 413 as soon as it passes `limit` bytes
+    (chunked bodies declare no length, so count as it arrives). Returns the byte count; the caller removes a
+    partial file."""
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise APIError(413, f"upload exceeds the limit of {limit} bytes", code="upload_too_large")
+        f.write(chunk)
+    return size
+
+
 def config_ingress_app(build_asgi: Any, options: dict[str, Any], config: ConductorConfig) -> Any:
     """A bound Serve application whose replica rebuilds `config` from a dict and builds its FastAPI app with
     `build_asgi(config)` inside the replica (apps holding Gradio blocks or closures cannot be pickled)."""

@@ -73,7 +73,7 @@ def create_app(config: ConductorConfig) -> Any:
     from fastapi import FastAPI
     from starlette.concurrency import run_in_threadpool
 
-    from apps.common import APIError, install_common
+    from apps.common import APIError, install_common, stream_body_to
 
     app = FastAPI(title="Conductor model detective")
     install_common(app, config)
@@ -120,13 +120,8 @@ def create_app(config: ConductorConfig) -> Any:
             raise APIError(413, f"upload of {declared} bytes exceeds the limit of {limit} bytes", code="upload_too_large")
         with tempfile.TemporaryDirectory(prefix="conductor-detect-") as tmp:
             target = os.path.join(tmp, name)
-            size = 0
             with open(target, "wb") as f:
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > limit:  # chunked bodies declare no length: count as it arrives
-                        raise APIError(413, f"upload exceeds the limit of {limit} bytes", code="upload_too_large")
-                    f.write(chunk)
+                size = await stream_body_to(request, f, limit)
             if size == 0:
                 raise APIError(400, "the uploaded file is empty")
             data = await run_in_threadpool(run_detection, config, target, context_length, False)

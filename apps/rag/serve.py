@@ -53,7 +53,7 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
     from fastapi import FastAPI, Request
     from fastapi.responses import StreamingResponse
 
-    from apps.common import APIError, install_common
+    from apps.common import APIError, install_common, stream_body_to
     from apps.rag.retrieval import SearchParams
     from apps.rag.service import RagError
     from deployments.vectorstore import StoreError, StoreLockedError
@@ -132,14 +132,9 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
         folder = expand_path(config.rag.data_dir) / "uploads" / call(lambda: _check(collection))
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-")
-        size = 0
         try:
             with os.fdopen(fd, "wb") as f:
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > limit:  # chunked bodies declare no length: count as it arrives
-                        raise APIError(413, f"upload exceeds the limit of {limit} bytes", code="upload_too_large")
-                    f.write(chunk)
+                size = await stream_body_to(request, f, limit)
             if size == 0:
                 raise APIError(400, "the uploaded file is empty")
             os.replace(tmp, folder / name)

@@ -236,7 +236,7 @@ def _probe_then_process(svc: VideoService, path: Path, name: str) -> dict[str, A
 
 async def _save_upload(request, folder: Path, name: str, limit: int) -> Path:
     """Stream the raw body to disk, refusing it as soon as it passes `limit` bytes."""
-    from apps.common import APIError
+    from apps.common import APIError, stream_body_to
 
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/"):
@@ -248,15 +248,12 @@ async def _save_upload(request, folder: Path, name: str, limit: int) -> Path:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name)[-100:] or "upload.mp4"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{uuid.uuid4().hex[:12]}-{safe}"
-    size = 0
-    with open(path, "wb") as f:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                f.close()
-                path.unlink(missing_ok=True)
-                raise APIError(413, f"upload exceeds the limit of {limit} bytes", code="upload_too_large")
-            f.write(chunk)
+    try:
+        with open(path, "wb") as f:
+            size = await stream_body_to(request, f, limit)
+    except APIError:
+        path.unlink(missing_ok=True)
+        raise
     if size == 0:
         path.unlink(missing_ok=True)
         raise APIError(400, "empty upload: send the video file as the request body")
