@@ -51,6 +51,11 @@ class ConductorClient:
             raise ConductorAPIError(r.status_code, _error_message(r))
         return r.json() if r.content else None
 
+    def upload(self, path: str, data: bytes, params: dict[str, Any] | None = None,
+               content_type: str = "application/octet-stream") -> Any:
+        """POST a file as the raw body, declared as a file (upload routes refuse form and text/plain types)."""
+        return self.request("POST", path, params=params, content=data, headers={"content-type": content_type})
+
     def post_json(self, path: str, body: dict[str, Any]) -> Any:
         return self.request("POST", path, json=body)
 
@@ -99,6 +104,30 @@ class ConductorClient:
             body["model"] = model
         data = self.post_json("/v1/embeddings", body)["data"]
         return [d["embedding"] for d in sorted(data, key=lambda d: d["index"])]
+
+
+def running_server(url: str | None = None, timeout: float = 300.0) -> ConductorClient | None:
+    """A client for the Conductor server at `url` (default CONDUCTOR_BASE_URL, else the configured host/port)
+    when one answers /healthz, else None. CLI commands use it so that, while a server owns the embedded stores,
+    they go through its API (no second store opener, no local model load) and open the stores only without one."""
+    base = (url or os.environ.get("CONDUCTOR_BASE_URL") or _configured_base_url()).rstrip("/")
+    try:
+        r = httpx.get(base + "/healthz", timeout=2.0)
+        ok = r.status_code == 200 and "models" in r.json()
+    except (httpx.HTTPError, ValueError):
+        ok = False
+    return ConductorClient(base_url=base, timeout=timeout) if ok else None
+
+
+def _configured_base_url() -> str:
+    try:
+        from cluster.config import load_config
+
+        server = load_config().server
+    except ValueError:
+        return "http://127.0.0.1:8000"
+    host = "127.0.0.1" if server.host in ("0.0.0.0", "::", "") else server.host
+    return f"http://{host}:{server.port}"
 
 
 def _error_message(r: httpx.Response) -> str:

@@ -6,14 +6,10 @@ same keys and limits because each is reachable through the same Serve proxy.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import os
 import secrets
-import threading
-import time
 from typing import Any
 
 import httpx
@@ -22,13 +18,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from apps.client import ConductorAPIError
+from apps.security import hash_key, keys_required, load_api_keys, public, raw_upload  # noqa: F401 - re-exported
 from cluster.config import ConductorConfig, config_from_dict
 
 log = logging.getLogger("conductor.http")
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-# Paths anyone on the bind address may read: liveness, and the UI's own static/queue routes (the UI does its own
-# login when keys are required).
-PUBLIC_PREFIXES = ("/healthz", "/ui")
+MAX_JSON_DEPTH = 64  # deeper bodies are refused before any code walks them recursively
 
 
 class APIError(Exception):
@@ -50,16 +44,12 @@ def error_response(status: int, message: str, type_: str = "invalid_request_erro
     return JSONResponse(error_body(message, type_, code, param), status_code=status, headers=headers)
 
 
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 def parse_api_keys(raw: str) -> dict[str, str]:
     """`user:key,user2:key2` (or bare keys) -> {key: user}."""
     keys: dict[str, str] = {}
     for item in filter(None, (p.strip() for p in raw.split(","))):
         user, _, key = item.rpartition(":")
-        keys[key] = user or f"key-{key[:4]}"
+        keys[key] = user or f"key-{hash_key(key)[:8]}"
     return keys
 
 
@@ -68,24 +58,12 @@ def with_deploy_secrets(config: ConductorConfig, environ: dict[str, str] | None 
     that apps use to call the gateway. Replicas receive only hashes (plus the internal key)."""
     env = os.environ if environ is None else environ
     hashes = {hash_key(k): u for k, u in parse_api_keys(env.get(config.server.api_keys_env, "")).items()}
-    internal = config.server.internal_api_key or env.get("CONDUCTOR_API_KEY") or secrets.token_urlsafe(24)
+    # Minted here unless the operator shares one across separately built apps (`serve deploy`) through
+    # CONDUCTOR_INTERNAL_KEY. Never CONDUCTOR_API_KEY: that is a user's key and must stay that user's.
+    internal = config.server.internal_api_key or env.get("CONDUCTOR_INTERNAL_KEY") or secrets.token_urlsafe(24)
     server = config.server.model_copy(update={"api_key_hashes": {**config.server.api_key_hashes, **hashes},
                                               "internal_api_key": internal})
     return config.model_copy(update={"server": server})
-
-
-def load_api_keys(config: ConductorConfig) -> dict[str, str]:
-    """sha256(key) -> user, including the internal key."""
-    hashes = dict(config.server.api_key_hashes)
-    if config.server.internal_api_key:
-        hashes.setdefault(hash_key(config.server.internal_api_key), "conductor-internal")
-    return hashes
-
-
-def keys_required(config: ConductorConfig, keys: dict[str, str]) -> bool:
-    if config.server.require_api_key is not None:
-        return config.server.require_api_key
-    return config.server.host not in LOOPBACK or any(u != "conductor-internal" for u in keys.values())
 
 
 def export_client_env(config: ConductorConfig) -> None:
@@ -98,72 +76,10 @@ def export_client_env(config: ConductorConfig) -> None:
         os.environ["CONDUCTOR_API_KEY"] = config.server.internal_api_key
 
 
-class RateLimiter:
-    """Fixed one-minute windows per user, counted in this replica's memory."""
-
-    def __init__(self, per_minute: int):
-        self.per_minute = per_minute
-        self._counts: dict[tuple[str, int], int] = {}
-        self._lock = threading.Lock()
-
-    def _incr(self, user: str, window: int) -> int:
-        with self._lock:
-            self._counts = {k: v for k, v in self._counts.items() if k[1] >= window}
-            n = self._counts.get((user, window), 0) + 1
-            self._counts[(user, window)] = n
-        return n
-
-    def allow(self, user: str) -> tuple[bool, int]:
-        """(allowed, seconds until the window resets)."""
-        if self.per_minute <= 0:
-            return True, 0
-        now = time.time()
-        return self._incr(user, int(now // 60)) <= self.per_minute, 60 - int(now % 60)
-
-
-class RedisRateLimiter(RateLimiter):
-    """The same windows, counted in Redis so every replica of every app shares one budget per user.
-    If Redis stops answering, requests are let through (and logged) rather than failing the API."""
-
-    def __init__(self, per_minute: int, url: str, prefix: str = "conductor:rl"):
-        super().__init__(per_minute)
-        import redis
-
-        self.redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        self.prefix = prefix
-
-    def _incr(self, user: str, window: int) -> int:
-        key = f"{self.prefix}:{user}:{window}"
-        try:
-            pipe = self.redis.pipeline()
-            pipe.incr(key)
-            pipe.expire(key, 120)
-            return int(pipe.execute()[0])
-        except Exception as e:  # fail open: a limiter outage must not become an API outage
-            log.warning("rate limiter: redis unavailable (%s); allowing request", type(e).__name__)
-            return 0
-
-
-def make_rate_limiter(config: ConductorConfig) -> RateLimiter:
-    per_minute = config.server.rate_limit_per_minute
-    if per_minute > 0 and config.server.redis_url:
-        return RedisRateLimiter(per_minute, config.server.redis_url)
-    return RateLimiter(per_minute)
-
-
-def bearer_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    return request.headers.get("x-api-key")
-
-
 def install_common(app: FastAPI, config: ConductorConfig, max_body_bytes: int | None = None) -> None:
-    """Error handlers, API-key check, rate limit, and a body-size cap checked before the body is parsed."""
+    """Error handlers and the guard (apps/security.py): cross-site checks, keys by route, lockouts, rate limits
+    and a JSON body cap checked before the body is parsed (upload routes stream under their own caps)."""
     export_client_env(config)
-    keys = load_api_keys(config)
-    required = keys_required(config, keys)
-    limiter = make_rate_limiter(config)
     limit = max_body_bytes or config.server.max_body_bytes
 
     @app.exception_handler(APIError)
@@ -199,35 +115,9 @@ def install_common(app: FastAPI, config: ConductorConfig, max_body_bytes: int | 
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         return error_response(500, f"internal error: {type(exc).__name__}", "server_error")
 
-    @app.middleware("http")
-    async def _guard(request: Request, call_next):  # type: ignore[no-untyped-def]
-        path = request.scope.get("path", "")
-        rel = path[len(request.scope.get("root_path", "")):] if path.startswith(request.scope.get("root_path", "")) else path
-        user = "anonymous"
-        if required and not rel.startswith(PUBLIC_PREFIXES):
-            key = bearer_key(request)
-            digest = hash_key(key) if key else ""
-            match = next((u for h, u in keys.items() if digest and hmac.compare_digest(h, digest)), None)
-            if match is None:
-                return error_response(401, "missing or invalid API key (send Authorization: Bearer <key>)",
-                                      "authentication_error", "invalid_api_key")
-            user = match
-        request.state.user = user
-        if not rel.startswith(PUBLIC_PREFIXES):
-            ok, retry = limiter.allow(user)
-            if not ok:
-                return error_response(429, f"rate limit of {limiter.per_minute} requests/minute exceeded",
-                                      "rate_limit_error", "rate_limited", headers={"Retry-After": str(retry)})
-        declared = request.headers.get("content-length")
-        if declared is not None and not request.headers.get("content-type", "").startswith("multipart/"):
-            try:
-                too_big = int(declared) > limit
-            except ValueError:
-                return error_response(400, "invalid Content-Length header")
-            if too_big:
-                return error_response(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes",
-                                      code="body_too_large")
-        return await call_next(request)
+    from apps.security import Guard
+
+    app.add_middleware(Guard, fastapi_app=app, config=config, max_body_bytes=limit)
 
 
 async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
@@ -241,10 +131,44 @@ async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
     raw = b"".join(chunks)
     if not raw.strip():
         raise APIError(400, "request body is empty; expected a JSON object")
+    return parse_json_object(raw)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _depth_exceeds(raw: bytes, limit: int) -> bool:
+    """Nesting depth of a JSON text, counted over brackets outside strings (no recursion, linear time)."""
+    depth, in_str, escaped = 0, False, False
+    for b in raw:
+        if in_str:
+            if escaped:
+                escaped = False
+            elif b == 0x5C:  # backslash
+                escaped = True
+            elif b == 0x22:
+                in_str = False
+        elif b == 0x22:
+            in_str = True
+        elif b in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object from untrusted bytes: 400 for bad UTF-8, NaN/Infinity, nesting past MAX_JSON_DEPTH, or not
+    an object."""
+    if _depth_exceeds(raw, MAX_JSON_DEPTH):
+        raise APIError(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise APIError(400, f"request body is not valid JSON: {e}") from None
+        body = json.loads(raw, parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise APIError(400, f"request body is not valid JSON: {e}"[:300]) from None
     if not isinstance(body, dict):
         raise APIError(400, "request body must be a JSON object")
     return body

@@ -1,6 +1,6 @@
 """Serving overhead: Conductor's API vs calling the same engine in-process, and embeddings under concurrency.
 
-- LLM: the packaged SmolLM2 (llama.cpp), same prompt, greedy, fixed output length (ignore_eos). Streaming through
+- LLM: the packaged SmolLM2 (llama.cpp), same prompt, greedy, fixed output length (end tokens banned). Streaming through
   the gateway (HTTP -> proxy -> gateway -> LLM replica) vs `LlamaCppEngine.chat_stream` called directly.
 - Embeddings: 16 concurrent clients posting small batches to /v1/embeddings vs one process calling
   sentence-transformers `encode` on the same texts in batches of 64.
@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 
 PROMPT = [{"role": "user", "content": "Write a short story about a lighthouse keeper and a storm."}]
+# SmolLM2's end tokens (<|endoftext|>, <|im_end|>) banned: every run generates exactly max_tokens, on both sides,
+# through the OpenAI `logit_bias` field (the API refuses engine-specific fields like `ignore_eos`).
+NO_EOS = {"0": -100, "2": -100}
 
 
 def _free_port() -> int:
@@ -43,7 +46,7 @@ class _DirectLLM:
             t0 = time.perf_counter()
             first = None
             async for chunk in self.eng.chat_stream({"messages": PROMPT, "max_tokens": n_tokens, "temperature": 0,
-                                                     "ignore_eos": True}):
+                                                     "logit_bias": NO_EOS}):
                 if first is None and any((c.get("delta") or {}).get("content") for c in chunk.get("choices", [])):
                     first = time.perf_counter()
             return n_tokens / (time.perf_counter() - t0), (first or t0) - t0
@@ -52,7 +55,7 @@ class _DirectLLM:
 
 
 def _api_llm_once(h, n_tokens: int) -> tuple[float, float]:
-    body = {"model": "smollm2", "messages": PROMPT, "max_tokens": n_tokens, "temperature": 0, "ignore_eos": True,
+    body = {"model": "smollm2", "messages": PROMPT, "max_tokens": n_tokens, "temperature": 0, "logit_bias": NO_EOS,
             "stream": True}
     t0 = time.perf_counter()
     first = None

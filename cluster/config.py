@@ -39,6 +39,9 @@ class DeploymentResources(_Strict):
     num_replicas: int | None = Field(None, ge=1, description="Fixed replica count; None means use autoscaling.")
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
     max_ongoing_requests: int = Field(16, ge=1, description="Concurrent requests one replica accepts.")
+    max_queued_requests: int = Field(
+        256, ge=-1, description="Requests waiting for a busy deployment beyond that; more are refused at once with "
+        "503 + Retry-After instead of waiting without bound. -1: unbounded.")
 
     def serve_options(self, name: str, **extra: Any) -> dict[str, Any]:
         """`serve.deployment(...).options(**...)` for these resources: fixed replicas or autoscaling."""
@@ -46,6 +49,7 @@ class DeploymentResources(_Strict):
             "name": name,
             "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
             "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
         }
         if self.num_replicas:
             opts["num_replicas"] = self.num_replicas
@@ -71,6 +75,8 @@ class EngineConfig(_Strict):
     api_key_env: str | None = Field(None, description="openai engine: NAME of the env var holding the key (never the key).")
     context_length: int = Field(2048, ge=64, description="Max prompt + completion tokens.")
     threads: int = Field(2, ge=1, description="CPU threads for llamacpp / torch.")
+    parallel_slots: int = Field(8, ge=1, le=256, description="llamacpp: requests decoded together (continuous "
+                                "batching); the KV cache holds slots × context_length tokens.")
     device: str = Field("auto", description="transformers: cpu, cuda or auto.")
     dtype: str = Field("auto", description="transformers: float32, bfloat16, float16 or auto (bf16 on GPU).")
     timeout_s: float = Field(60.0, gt=0, description="Per-attempt timeout before failing over to the next backend.")
@@ -92,6 +98,9 @@ class ModelConfig(_Strict):
 class BreakerConfig(_Strict):
     failure_threshold: int = Field(2, ge=1, description="Consecutive failures that open a backend's breaker.")
     cooldown_s: float = Field(30.0, gt=0, description="How long an open breaker skips its backend before a retry.")
+    restart_grace_s: float = Field(
+        45.0, ge=0, description="A local backend whose replica died is waited for this long (Serve restarts it) "
+        "before it counts as failing; requests retry within their own deadline meanwhile.")
 
 
 class EmbeddingsConfig(_Strict):
@@ -119,13 +128,28 @@ class ServerConfig(_Strict):
         None, description="Force key checks on/off; None means on exactly when host is not loopback or keys are set."
     )
     rate_limit_per_minute: int = Field(0, ge=0, description="Requests per key per minute; 0 disables.")
+    admin_users: list[str] = Field(
+        default_factory=list, description="Users (the names in CONDUCTOR_API_KEYS) who see and act on every "
+        "user's runs, collections and videos; everyone else sees only their own.")
+    auth_failures_per_minute: int = Field(
+        30, ge=0, description="Requests with a missing or wrong key one client address may make per minute; past "
+        "it the address gets 429 before any key is checked (key guessing). 0 disables.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host names a keyless (loopback) server answers besides 127.0.0.1, "
+        "localhost and ::1 (DNS-rebinding defence).")
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="Browser origins (e.g. http://127.0.0.1:3000) allowed to call the API "
+        "besides the server's own, as Ollama's OLLAMA_ORIGINS.")
     redis_url: str | None = Field(
         None, description="redis://host:port/db shared by every gateway/app replica for rate-limit counters; "
         "None keeps counters in each replica's memory (exact only with one replica).",
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest JSON body accepted, checked before parsing.")
     max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1024, description="Largest file upload (RAG docs, video).")
-    request_timeout_s: float = Field(120.0, gt=0, description="Total time a chat request may take across fallbacks.")
+    request_timeout_s: float = Field(120.0, gt=0, description="One deadline per model request: queueing, every "
+                                     "fallback attempt and the whole stream.")
+    proxy_timeout_s: float = Field(1800.0, gt=0, description="Serve's HTTP proxy ends any request older than this "
+                                   "(long uploads and ingests included); a backstop, not the model deadline.")
     cache_size: int = Field(256, ge=0, description="Entries in the exact-match response cache (temperature 0 only).")
     api_key_hashes: dict[str, str] = Field(
         default_factory=dict,
@@ -144,7 +168,13 @@ class RayConfig(_Strict):
     dashboard_host: str = Field("127.0.0.1")
     dashboard_port: int = Field(8265, ge=1, le=65535)
     metrics_export_port: int = Field(8080, ge=1, le=65535)
-    num_cpus: int | None = Field(None, ge=1, description="CPUs the local head advertises; None means all.")
+    num_cpus: int | None = Field(
+        None, ge=1, description="Logical CPUs the local head advertises. None: 4 per core, at least 8 — logical CPUs "
+        "are a scheduling currency, and on 2 cores the served stack (~1.3 CPUs of fractional replicas) must leave "
+        "room for a training run's workers.")
+
+    def head_cpus(self) -> int:
+        return self.num_cpus or max(8, 4 * (os.cpu_count() or 1))
     temp_dir: str | None = Field(None, description="Ray session dir; None uses Ray's default /tmp/ray.")
     token_auth: bool = Field(True, description="Ray token authentication (dashboard, jobs). Keep it on.")
 
@@ -192,6 +222,11 @@ class VideoLimits(_Strict):
     max_duration_s: float = Field(4 * 3600.0, gt=0, description="Longest video accepted (seconds).")
     max_fps: float = Field(240.0, gt=0, description="Highest frame rate accepted.")
     max_streams: int = Field(16, ge=1, description="Most streams (video+audio+subtitle+data) a container may hold.")
+    formats: list[str] = Field(
+        default_factory=lambda: ["mov", "matroska", "avi", "mpegts", "flv", "ogg", "mpeg", "asf", "m4v", "h264",
+                                 "yuv4mpegpipe"],
+        min_length=1, description="FFmpeg demuxers a file may be opened with (mov covers mp4/m4a/3gp, matroska "
+        "covers webm). Never add hls, concat or other demuxers that open further URLs or files.")
     probe_bytes: int = Field(5_000_000, ge=32_768, description="FFmpeg probesize: bytes read to find streams.")
     probe_duration_s: float = Field(5.0, gt=0, description="FFmpeg analyzeduration: media seconds probed.")
     probe_timeout_s: float = Field(10.0, gt=0, description="Wall-clock limit of the probe worker before it is killed.")
@@ -231,7 +266,7 @@ class VideoConfig(_Strict):
 
 
 class AgentSandboxConfig(_Strict):
-    """Limits of the agent's Python sandbox (a separate process; see apps/agent/sandbox.py)."""
+    """Limits of the agent's Python sandbox (bubblewrap namespaces + rlimits; see apps/agent/sandbox.py)."""
 
     wall_s: float = Field(10.0, gt=0, le=600, description="Wall-clock limit; the process group is killed after it.")
     cpu_s: int = Field(5, ge=1, le=600, description="CPU seconds (RLIMIT_CPU).")
@@ -239,7 +274,6 @@ class AgentSandboxConfig(_Strict):
     max_output_bytes: int = Field(16_384, ge=256, description="stdout/stderr bytes returned to the agent.")
     max_file_bytes: int = Field(1_048_576, ge=4096, description="Largest file the code may write (RLIMIT_FSIZE).")
     max_processes: int = Field(16, ge=1, description="RLIMIT_NPROC for the unprivileged sandbox user.")
-    allow_network: bool = Field(False, description="Run even where no network namespace can be made (unsafe).")
 
 
 class AgentDefinition(_Strict):
@@ -299,6 +333,9 @@ class TrainingConfig(_Strict):
                           "metrics.jsonl, the tokenized data and the checkpoints.")
     cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPU resources each training worker reserves "
                                    "(`conductor train --cpus-per-worker` overrides).")
+    threads_per_worker: int | None = Field(
+        None, ge=1, description="torch threads in each training worker; None shares the machine's cores among the "
+        "workers (Ray would otherwise set one thread per logical CPU reserved).")
     max_failures: int = Field(1, ge=0, description="Worker failures a run recovers from by restarting from its "
                               "latest checkpoint (`--max-failures` overrides).")
     options: dict[str, Any] = Field(default_factory=dict)

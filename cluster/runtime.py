@@ -7,6 +7,8 @@ processes (`conductor train`, `ray job submit`, the dashboard) can join it with 
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from cluster.config import ConductorConfig
 
-TOKEN_PATH = Path("~/.ray/auth_token").expanduser()
+TOKEN_PATH = Path("~/.ray/auth_token").expanduser()  # where Ray reads and writes its token (per HOME)
 
 
 class ClusterError(RuntimeError):
@@ -27,8 +29,46 @@ def ray_bin() -> str:
     return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
 
 
+# Names that look like credentials: never inherited by the head (so by no worker or job).
+_SECRET_NAME = re.compile(r"(?i)(api_?key|secret|passw(or)?d|token|credential)")
+
+
+def secret_env_names(config: ConductorConfig) -> set[str]:
+    """Environment variables the config names as holding secrets (user keys, hosted-API and store keys)."""
+    names = {config.server.api_keys_env, "CONDUCTOR_API_KEY", "CONDUCTOR_INTERNAL_KEY", config.rag.qdrant_api_key_env,
+             config.video.qdrant_api_key_env, config.video.caption_api_key_env}
+    names |= {b.api_key_env for m in config.models for b in m.backends}
+    return {n for n in names if n}
+
+
+def head_env(config: ConductorConfig, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The Ray head's environment, which every worker, replica and job inherits: the operator's, minus every
+    secret. User keys reach replicas only as hashes (in the config); each hosted-API key only the deployment
+    that uses it (deployments/secrets.py)."""
+    src = os.environ if environ is None else environ
+    drop = secret_env_names(config)
+    return {k: v for k, v in src.items()
+            if k not in drop and (k.startswith("RAY_") or not _SECRET_NAME.search(k))}
+
+
+def ensure_token(path: Path | None = None) -> Path:
+    """Token auth refuses to start a head without a token: make one on a fresh HOME (0600, written atomically)."""
+    path = path or TOKEN_PATH
+    if path.is_file() and path.read_text().strip():
+        return path
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
 def _env(config: ConductorConfig) -> dict[str, str]:
-    env = dict(os.environ)
+    env = head_env(config)
     # Jobs and workers inherit the head's PATH: put this venv first so `conductor ...` entrypoints resolve.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -53,8 +93,9 @@ def start_head(config: ConductorConfig) -> None:
     cmd = [ray_bin(), "start", "--head", "--node-ip-address=127.0.0.1",
            f"--dashboard-host={rc.dashboard_host}", f"--dashboard-port={rc.dashboard_port}",
            f"--metrics-export-port={rc.metrics_export_port}", "--disable-usage-stats"]
-    if rc.num_cpus:
-        cmd.append(f"--num-cpus={rc.num_cpus}")
+    cmd.append(f"--num-cpus={rc.head_cpus()}")
+    if rc.token_auth:
+        ensure_token()
     if rc.temp_dir:
         cmd.append(f"--temp-dir={rc.temp_dir}")
     t0 = time.time()

@@ -80,7 +80,8 @@ def deploy(config: ConductorConfig, only: list[str] | None = None, engine_overri
     from apps.common import with_deploy_secrets
 
     config = with_deploy_secrets(config)
-    serve.start(http_options={"host": config.server.host, "port": config.server.port})
+    serve.start(http_options={"host": config.server.host, "port": config.server.port,
+                              "request_timeout_s": config.server.proxy_timeout_s})
     names = []
     for spec, app in build_applications(config, only, engine_overrides):
         try:

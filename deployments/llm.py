@@ -8,6 +8,7 @@ that piled up while the previous item was in flight, so per-item transport overh
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -76,6 +77,9 @@ class LLMServer:
             return {"ok": True}
         except Exception as e:
             return error_dict(e)
+
+    async def stats(self) -> dict[str, Any]:
+        return {**self.engine.stats(), "pid": os.getpid()}
 
     async def check_health(self) -> None:  # Serve's own replica health probe
         await self.engine.check_health()

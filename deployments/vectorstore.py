@@ -16,8 +16,10 @@ process that opened it. A second process gets `StoreLockedError` with a reason i
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
+import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -28,6 +30,9 @@ DENSE, SPARSE = "dense", "bm25"
 Mode = Literal["dense", "sparse", "hybrid"]
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _META_COLLECTION = "_conductor_meta"
+
+
+log = logging.getLogger("conductor.store")
 
 
 class StoreError(RuntimeError):
@@ -144,10 +149,9 @@ class EdgeStore(VectorStore):
         return json.loads(p.read_text())
 
     def set_meta(self, name: str, meta: dict[str, Any]) -> None:
-        p = self._meta_path(name)
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta, indent=1))
-        tmp.replace(p)  # atomic: a crash never leaves half a settings file
+        from cluster.files import atomic_write_json
+
+        atomic_write_json(self._meta_path(name), meta, indent=1)  # a crash never leaves half a settings file
 
     def create_collection(self, name: str, dim: int, meta: dict[str, Any]) -> None:
         import qdrant_edge as q
@@ -159,8 +163,13 @@ class EdgeStore(VectorStore):
             # Without an explicit HNSW config the optimizer's defaults gave poor recall here (STACK.md).
             hnsw_config=q.HnswIndexConfig(m=16, ef_construct=128, full_scan_threshold=10_000),
         )
+        if self._meta_path(name).is_file():
+            raise StoreError(f"collection {name!r} already exists; delete it first to recreate it")
         if (d / "shard").exists():
-            shutil.rmtree(d / "shard")  # a shard without collection.json is a half-created leftover
+            # A shard without settings is a creation that crashed halfway: keep it aside, never delete data.
+            aside = d / f"shard.leftover-{int(time.time())}"
+            (d / "shard").rename(aside)
+            log.warning("collection %s: a shard without settings was moved to %s", name, aside)
         d.mkdir(parents=True, exist_ok=True)
         self._shards[name] = self._wrap_lock(name, lambda: q.EdgeShard.create(str(d / "shard"), cfg))
         self.set_meta(name, meta)
@@ -312,7 +321,7 @@ class ClientStore(VectorStore):
 
         check_name(name)
         if self.client.collection_exists(name):
-            self.client.delete_collection(name)
+            raise StoreError(f"collection {name!r} already exists; delete it first to recreate it")
         self.client.create_collection(
             name, vectors_config={DENSE: m.VectorParams(size=dim, distance=m.Distance.COSINE)},
             sparse_vectors_config={SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)},

@@ -102,6 +102,10 @@ def _extra_models(hosted, trained: Path) -> list[dict]:
         {"id": "flaky", "backends": [hosted_backend("dead-port", f"http://127.0.0.1:{free_port()}/v1"),
                                      hosted_backend("flaky-b", hosted["b"].base_url)]},
         {"id": "echo", "backends": [{"name": "echo-local", "engine": "echo", "resources": {"num_cpus": 0.05}}]},
+        # One slow request at a time and one waiting: the rest must be shed with 503 + Retry-After.
+        {"id": "tiny-queue", "backends": [{"name": "echo-slow", "engine": "echo", "options": {"delay_s": 2.0},
+                                           "resources": {"num_cpus": 0.05, "max_ongoing_requests": 1,
+                                                         "max_queued_requests": 1}}]},
         {"id": "trained", "backends": [{"name": "trained-hf", "engine": "transformers", "model": str(trained),
                                         "context_length": 256, "threads": 1, "device": "cpu",
                                         "resources": {"num_cpus": 0.1}}]},

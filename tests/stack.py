@@ -12,6 +12,7 @@ import httpx
 from cluster.config import ConductorConfig, load_config
 
 API_KEY = "test-key-0123456789"
+OTHER_KEY = "other-key-9876543210"  # a second user, for ownership and cache-isolation tests
 
 
 @dataclass
@@ -26,9 +27,14 @@ class Stack:
 
         return openai.OpenAI(base_url=self.base_url + "/v1", api_key=self.api_key, **kw)
 
-    def http(self, **kw) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {self.api_key}"},
-                            timeout=kw.pop("timeout", 120), **kw)
+    def http(self, key: str | None = "", source: str | None = None, **kw) -> httpx.Client:
+        """A client with the tester's key (or `key`; None sends none), optionally from another loopback source
+        address (the guard counts failed keys per client address)."""
+        key = self.api_key if key == "" else key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        if source:
+            kw["transport"] = httpx.HTTPTransport(local_address=source)
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=kw.pop("timeout", 120), **kw)
 
     def stop(self) -> None:
         from ray import serve
@@ -45,6 +51,9 @@ def test_config(tmp: Path, port: int, extra_models: list[dict] | None = None) ->
         "CONDUCTOR__SERVER__PORT": str(port),
         "CONDUCTOR__SERVER__REQUIRE_API_KEY": "true",
         "CONDUCTOR__SERVER__MAX_BODY_BYTES": "65536",
+        # Tests that guess keys do it from their own loopback source address (127.0.0.x), so the lockout they
+        # trigger never locks out the rest of the suite on 127.0.0.1.
+        "CONDUCTOR__SERVER__AUTH_FAILURES_PER_MINUTE": "20",
         "CONDUCTOR__RAG__DATA_DIR": str(tmp / "rag"),
         "CONDUCTOR__VIDEO__DATA_DIR": str(tmp / "video"),
         "CONDUCTOR__AGENT__DATA_DIR": str(tmp / "agent"),
@@ -60,7 +69,7 @@ def test_config(tmp: Path, port: int, extra_models: list[dict] | None = None) ->
 def start_stack(tmp: Path, port: int, extra_models: list[dict] | None = None, only: list[str] | None = None) -> Stack:
     from cluster.serve_app import deploy
 
-    os.environ["CONDUCTOR_API_KEYS"] = f"tester:{API_KEY}"
+    os.environ["CONDUCTOR_API_KEYS"] = f"tester:{API_KEY},other:{OTHER_KEY}"
     os.environ["CONDUCTOR_API_KEY"] = API_KEY
     os.environ["CONDUCTOR_BASE_URL"] = f"http://127.0.0.1:{port}"
     cfg = test_config(tmp, port, extra_models)

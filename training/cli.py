@@ -105,7 +105,8 @@ def train(preset_name, workers, overrides, use_gpu, cpus_per_worker, runs_dir, n
         _check_capacity(workers, resources)
         try:
             result = fit(cfg, workers=workers, run_dir=run_dir, use_gpu=use_gpu, resume=resume_path,
-                         max_failures=max_failures, resources_per_worker=resources, progress=True)
+                         max_failures=max_failures, resources_per_worker=resources, progress=True,
+                         threads_per_worker=tc.threads_per_worker)
         except Exception as e:  # noqa: BLE001 - a failed run is reported in one line; details are in Ray's log
             raise click.ClickException(f"training failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
     summary = result.summary()

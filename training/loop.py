@@ -17,6 +17,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
+from cluster.files import atomic_write_json
 from training.config import TrainConfig
 
 STATE_FILE = "state.pt"
@@ -65,7 +66,7 @@ def save_checkpoint(out: Path, model, optimizer, cfg: TrainConfig, it: int, data
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iter": it,
              "torch_rng": torch.get_rng_state(), **extra}
     torch.save(state, out / STATE_FILE)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    atomic_write_json(out / "config.json", cfg.to_dict(), indent=2)
     shutil.copy(data_dir / "tokenizer.json", out / "tokenizer.json")
     return out
 

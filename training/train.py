@@ -8,6 +8,8 @@ driver, before any worker starts.
 
 from __future__ import annotations
 
+import os
+
 import json
 import sys
 import threading
@@ -109,7 +111,7 @@ def ray_worker_loop(config: dict) -> None:
     if config.get("threads"):
         import torch
 
-        torch.set_num_threads(config["threads"])  # match the CPUs Ray reserved for this worker
+        torch.set_num_threads(config["threads"])  # the cores this worker may use (see worker_threads)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -145,8 +147,16 @@ def ensure_ray(address: str | None = None) -> None:
         ray.init(include_dashboard=False, log_to_driver=True)
 
 
+def worker_threads(workers: int) -> int:
+    """torch threads per worker: the machine's cores shared by the workers. Ray's logical CPUs are a scheduling
+    currency (the head advertises more than there are cores so Serve and Train fit side by side), and Ray sets
+    OMP_NUM_THREADS from them, which would leave a 1-CPU worker with one thread on a 2-core machine."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
 def fit(cfg: TrainConfig, *, workers: int, run_dir: Path, use_gpu: bool = False, resume: Path | None = None,
-        max_failures: int = 1, resources_per_worker: dict | None = None, progress: bool = True) -> RunResult:
+        max_failures: int = 1, resources_per_worker: dict | None = None, progress: bool = True,
+        threads_per_worker: int | None = None) -> RunResult:
     """Run a prepared config (see prepare_run) on Ray Train and return the result."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -155,7 +165,7 @@ def fit(cfg: TrainConfig, *, workers: int, run_dir: Path, use_gpu: bool = False,
     trainer = TorchTrainer(
         ray_worker_loop,
         train_loop_config={"train": cfg.to_dict(), "run_dir": str(run_dir), "resume": str(resume) if resume else None,
-                           "threads": max(1, int((resources_per_worker or {}).get("CPU", 1)))},
+                           "threads": threads_per_worker or worker_threads(workers)},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources_per_worker),
         run_config=RunConfig(

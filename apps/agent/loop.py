@@ -40,13 +40,14 @@ class AgentRunner:
         return "native" if model_id and model_id in self.cfg.native_models else "react"
 
     def run(self, task: str, agent: str | None = None, on_event: Event | None = None,
-            auto_approve: set[str] | None = None) -> Trace:
+            auto_approve: set[str] | None = None, owner: str = "local") -> Trace:
         name = agent or self.cfg.default_agent
         if name not in self.agents:
             raise ValueError(f"unknown agent {name!r}; known agents: {', '.join(sorted(self.agents))}")
         if not task or not task.strip():
             raise ValueError("the task is empty")
-        trace = Trace(task=task, agent=name, model=self.model.model, mode=self.mode_for(self.model.model))
+        trace = Trace(task=task, agent=name, model=self.model.model, mode=self.mode_for(self.model.model),
+                      owner=owner)
         trace.state = {"agent": name, "messages": self._start_messages(name, task, trace.mode), "sigs": [],
                        "results": {}, "tokens": 0, "elapsed_s": 0.0, "model_steps": 0, "force_final": False,
                        "auto_approve": sorted(auto_approve or [])}

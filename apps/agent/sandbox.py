@@ -1,20 +1,25 @@
-"""Run untrusted Python in a separate process with hard limits.
+"""Run untrusted Python in real isolation: bubblewrap namespaces plus hard resource limits.
 
-What is enforced, and how:
-- CPU seconds (RLIMIT_CPU), address space (RLIMIT_AS), file size (RLIMIT_FSIZE: stdout/stderr go to files, so
-  this caps output too), open files, and processes (RLIMIT_NPROC, which only binds a non-root user: when we run as
-  root the child drops to `nobody`, so a fork bomb hits the limit instead of the machine).
-- Wall time: the child runs in its own session; on timeout the whole process group is SIGKILLed.
-- Network: the child enters a new, empty network namespace (unshare(CLONE_NEWNET)) before exec: as root
-  directly, otherwise through an unprivileged user namespace when the kernel allows it. When neither works the
-  sandbox refuses to run unless `allow_network=True` was configured (then the result says it was not isolated).
-- A throwaway working directory (deleted afterwards), an empty environment, `python -I` (no user site, no
-  PYTHON* variables).
+What the code sees (bubblewrap, Debian's `bubblewrap` package):
+- New user, mount, pid, ipc, uts, cgroup and network namespaces (`--unshare-all`): no network at all (its own
+  empty loopback: nothing of the host's, 127.0.0.1:8000 included, and no abstract Unix sockets), no other process.
+- A read-only root made of the interpreter and its standard library only (`/usr`, or the interpreter's own prefix),
+  `/proc` of its own pid namespace, a minimal `/dev`, and one throwaway work dir at /box (deleted afterwards):
+  not the service user's home (the Ray token, uploads, the venv), not /etc, not /tmp or Ray's session dir.
+- no_new_privs, every capability dropped, a new terminal session, an empty environment, `python -I`.
+- When the run ends or its wall time passes, the pid namespace's init dies and the kernel kills every process in
+  it, `setsid` children included.
+
+Limits (set before bubblewrap starts, inherited by everything inside): CPU seconds (RLIMIT_CPU), address space
+(RLIMIT_AS), file size (RLIMIT_FSIZE: stdout/stderr go to files, so this caps output too), open files, and
+processes (RLIMIT_NPROC, counted for the unprivileged user the sandbox runs as: as root it drops to `nobody`).
+
+Where bubblewrap cannot run (not installed, no user namespaces) the tool is unavailable with a clear message;
+there is no weaker fallback.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import resource
 import shutil
@@ -24,16 +29,20 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cluster.config import AgentSandboxConfig
 
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
 NOBODY_UID = 65534
-
+BOX = "/box"  # where the throwaway work dir appears inside the sandbox
+UNAVAILABLE = 97  # exit code of our pre-exec step when it cannot drop privileges
 
 # The limits live in the config so they are documented and validated with the rest of it.
 SandboxLimits = AgentSandboxConfig
+
+
+class SandboxUnavailable(RuntimeError):
+    """The isolation this sandbox promises cannot be set up on this host."""
 
 
 @dataclass
@@ -42,8 +51,8 @@ class SandboxResult:
     stdout: str
     stderr: str
     duration_s: float
-    killed_reason: str | None  # "wall_time" | "cpu_time" | "memory" | "output" | None
-    network_isolated: bool
+    killed_reason: str | None  # "wall_time" | "cpu_time" | "memory" | "output" | "processes" | None
+    network_isolated: bool = True
 
     def render(self) -> str:
         lines = [f"exit code: {self.exit_code}"]
@@ -53,70 +62,83 @@ class SandboxResult:
             lines.append("stdout:\n" + self.stdout)
         if self.stderr:
             lines.append("stderr:\n" + self.stderr)
-        if not self.network_isolated:
-            lines.append("(note: network was not isolated on this host)")
         return "\n".join(lines)
 
 
-def _unshare(flags: int) -> bool:
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.unshare(flags) == 0
+def _interpreter() -> tuple[str, list[str]]:
+    """(python path, read-only binds besides /usr) for the sandbox: the system python3 when there is one,
+    else our base interpreter with only its own prefix bound. Sandboxed code gets the standard library only."""
+    for cand in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.path.isfile(cand):
+            return cand, ([] if cand.startswith("/usr/") else [os.path.dirname(os.path.dirname(cand))])
+    base = getattr(sys, "_base_executable", sys.executable)
+    return base, [sys.base_prefix]
 
 
-def network_isolation_available() -> bool:
-    """Probe once in a throwaway child: can a process here enter a new network namespace?"""
-    code = "import ctypes,sys; l=ctypes.CDLL(None); sys.exit(0 if l.unshare(%d)==0 or l.unshare(%d)==0 else 1)" % (
-        CLONE_NEWNET, CLONE_NEWUSER | CLONE_NEWNET)
-    try:
-        return subprocess.run([sys.executable, "-I", "-c", code], timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+def _user_processes(uid: int) -> int:
+    n = 0
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                n += os.stat(f"/proc/{pid}").st_uid == uid
+            except OSError:
+                continue
+    return n
 
 
-def _preexec(limits: SandboxLimits, drop_to_nobody: bool, marker: str):  # runs in the child, before exec
+def _preexec(limits: SandboxLimits, as_nobody: bool, nproc: int):  # runs in the child, before exec of bwrap
     def fn() -> None:
-        isolated = _unshare(CLONE_NEWNET) or _unshare(CLONE_NEWUSER | CLONE_NEWNET)
-        if not isolated:
-            if not limits.allow_network:
-                os._exit(97)  # the parent reports "network isolation unavailable"
-            open(marker, "w").close()  # tells the parent the run was not isolated
         mem = limits.memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.max_file_bytes, limits.max_file_bytes))
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if drop_to_nobody:
-            os.setgroups([])
-            os.setgid(NOBODY_UID)
-            os.setuid(NOBODY_UID)
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
+        try:
+            if as_nobody:  # root ignores RLIMIT_NPROC: run as a user it binds
+                os.setgroups([])
+                os.setgid(NOBODY_UID)
+                os.setuid(NOBODY_UID)
+            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+        except OSError:
+            os._exit(UNAVAILABLE)
 
     return fn
 
 
-def _world_executable(path: str) -> bool:
-    """Whether an unprivileged user could exec `path` (root's os.access always says yes, so check the bits)."""
-    real = os.path.realpath(path)
-    if not os.path.isfile(real) or not os.stat(real).st_mode & 0o001:
-        return False
-    parent = os.path.dirname(real)
-    while parent and parent != "/":
-        if not os.stat(parent).st_mode & 0o001:
-            return False
-        parent = os.path.dirname(parent)
-    return True
+def _bwrap_argv(workdir: str, python: str, extra_ro: list[str], script: str) -> list[str]:
+    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+            "--symlink", "usr/bin", "/bin"]
+    for path in extra_ro:
+        argv += ["--ro-bind", path, path]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--bind", workdir, BOX, "--chdir", BOX,
+             "--remount-ro", "/", "--clearenv",
+             "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", BOX, "--setenv", "TMPDIR", BOX,
+             "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
+             python, "-I", "-X", "utf8", f"{BOX}/{os.path.basename(script)}"]
+    return argv
 
 
-def sandbox_python(drop_to_nobody: bool) -> str:
-    """The interpreter the child runs: ours, or (when the child runs as `nobody` and ours lives somewhere it
-    cannot reach, e.g. under /root) the system python3. Sandboxed code gets the standard library only."""
-    if not drop_to_nobody:
-        return sys.executable
-    for cand in (sys.executable, getattr(sys, "_base_executable", ""), "/usr/bin/python3", "/usr/local/bin/python3"):
-        if cand and _world_executable(cand):
-            return cand
-    raise RuntimeError("no Python interpreter that an unprivileged user can run was found for the sandbox")
+@lru_cache(maxsize=1)
+def sandbox_problem() -> str | None:
+    """Why the sandbox cannot run here, or None. Probed once: a tiny program inside the real sandbox."""
+    if shutil.which("bwrap") is None:
+        return "bubblewrap is not installed (Debian package `bubblewrap`; scripts/system-deps.sh installs it)"
+    try:
+        r = run_python("print('ok')", SandboxLimits(wall_s=20, cpu_s=10, memory_mb=256), _probe=True)
+    except SandboxUnavailable as e:
+        return str(e)
+    if r.exit_code != 0 or r.stdout.strip() != "ok":
+        return f"bubblewrap could not start a sandbox here: {r.stderr.strip()[-300:] or r.exit_code}"
+    return None
+
+
+def sandbox_available() -> bool:
+    return sandbox_problem() is None
+
+
+network_isolation_available = sandbox_available  # the name older callers use
 
 
 def _read_capped(path: str, cap: int) -> tuple[str, bool]:
@@ -129,56 +151,63 @@ def _read_capped(path: str, cap: int) -> tuple[str, bool]:
 
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # bwrap dies; its pid namespace (every process inside) goes with it
     except ProcessLookupError:
         pass
     proc.wait()
 
 
-def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
+def _killed_reason(rc: int | None, stderr: str, duration: float, limits: SandboxLimits, over: bool) -> str | None:
+    if rc == -signal.SIGXCPU or (rc == -signal.SIGKILL and duration < limits.wall_s) or rc == 128 + signal.SIGXCPU:
+        return "cpu_time"
+    if rc in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ):
+        return "output"
+    if "MemoryError" in stderr:
+        return "memory"
+    if ("BlockingIOError" in stderr or "Resource temporarily unavailable" in stderr) and "fork" in stderr:
+        return "processes"
+    return "output" if over else None
+
+
+def run_python(code: str, limits: SandboxLimits | None = None, _probe: bool = False) -> SandboxResult:
     """Run `code` as a script in a fresh sandboxed interpreter and return what happened (never raises on the
-    code's own failures; raises RuntimeError when the sandbox itself cannot be set up safely)."""
+    code's own failures; raises SandboxUnavailable when the sandbox itself cannot be set up)."""
     limits = limits or SandboxLimits()
-    root = os.geteuid() == 0
+    if not _probe and (problem := sandbox_problem()):
+        raise SandboxUnavailable(f"the python sandbox is unavailable: {problem}")
+    as_nobody = os.geteuid() == 0
+    # RLIMIT_NPROC counts every process of the user (other sandboxes still exiting, Ray's workers when not root),
+    # so the budget is what it has now plus the run's own allowance.
+    nproc = _user_processes(NOBODY_UID if as_nobody else os.geteuid()) + limits.max_processes
+    python, extra_ro = _interpreter()
     workdir = tempfile.mkdtemp(prefix="conductor-sandbox-")
     try:
         script = os.path.join(workdir, "main.py")
         with open(script, "w") as f:
             f.write(code)
         out_path, err_path = os.path.join(workdir, ".stdout"), os.path.join(workdir, ".stderr")
-        if root:
+        if as_nobody:
             os.chown(workdir, NOBODY_UID, NOBODY_UID)
-        env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+            os.chown(script, NOBODY_UID, NOBODY_UID)
         start = time.monotonic()
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            proc = subprocess.Popen(
-                [sandbox_python(root), "-I", "-X", "utf8", script], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=err, start_new_session=True, preexec_fn=_preexec(limits, root, os.path.join(workdir, ".no-netns")), close_fds=True)
+            proc = subprocess.Popen(_bwrap_argv(workdir, python, extra_ro, script), cwd="/",
+                                    env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
+                                    preexec_fn=_preexec(limits, as_nobody, nproc), close_fds=True)
             killed = None
             try:
                 proc.wait(timeout=limits.wall_s)
             except subprocess.TimeoutExpired:
                 killed = "wall_time"
-            _kill_group(proc)  # also reaps anything the code forked into the group
+            _kill_group(proc)
         duration = time.monotonic() - start
-        if proc.returncode == 97 and not killed:
-            raise RuntimeError("network isolation is unavailable on this host (no network namespaces); "
-                               "set agent.options.sandbox.allow_network=true to run without it")
+        if proc.returncode == UNAVAILABLE and not killed:
+            raise SandboxUnavailable("the python sandbox could not drop to an unprivileged user")
         stdout, over_out = _read_capped(out_path, limits.max_output_bytes)
         stderr, over_err = _read_capped(err_path, limits.max_output_bytes)
-        rc = proc.returncode
-        if killed is None:
-            if rc == -signal.SIGXCPU or rc == -signal.SIGKILL and duration < limits.wall_s:
-                killed = "cpu_time"
-            elif rc == -signal.SIGXFSZ:
-                killed = "output"
-            elif "MemoryError" in stderr:
-                killed = "memory"
-            elif "BlockingIOError" in stderr and "fork" in stderr:
-                killed = "processes"
-            elif over_out or over_err:
-                killed = "output"
-        return SandboxResult(rc, stdout, stderr, round(duration, 3), killed,
-                             network_isolated=not os.path.exists(os.path.join(workdir, ".no-netns")))
+        if "bwrap:" in stderr and proc.returncode == 1 and not stdout:
+            raise SandboxUnavailable(f"bubblewrap failed: {stderr.strip().splitlines()[-1][:300]}")
+        killed = killed or _killed_reason(proc.returncode, stderr, duration, limits, over_out or over_err)
+        return SandboxResult(proc.returncode, stdout, stderr, round(duration, 3), killed)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

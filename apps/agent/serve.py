@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from fastapi import Request  # at module level: route annotations are resolved here (postponed evaluation)
 from pydantic import BaseModel, Field
 
 from cluster.config import ConductorConfig, config_from_dict
@@ -67,6 +68,7 @@ def create_app(config: ConductorConfig, runner_factory: Callable[[str | None], A
     from fastapi.responses import StreamingResponse
 
     from apps.common import APIError, install_common
+    from apps.security import is_admin, request_user
 
     app = FastAPI(title="Conductor agent")
     install_common(app, config)
@@ -85,15 +87,28 @@ def create_app(config: ConductorConfig, runner_factory: Callable[[str | None], A
              "dangerous": [t for t in a.tools if (x := runner.registry.get(t)) is not None and x.dangerous]}
             for a in runner.agents.values()]}
 
+    def owned(runner: Any, run_id: str, request: Request) -> Any:
+        """The run if this caller may see it: its owner or an admin. Anyone else gets the same 404 as for a run
+        that does not exist."""
+        try:
+            trace = runner.store.get(run_id)
+        except KeyError as e:
+            raise APIError(404, str(e.args[0]), code="run_not_found") from None
+        user = request_user(request)
+        if trace.owner != user and not is_admin(config, user):
+            raise APIError(404, f"no run {run_id!r}", code="run_not_found")
+        return trace
+
     @app.post("/runs")
-    def start(req: RunRequest) -> Any:
+    def start(req: RunRequest, request: Request) -> Any:
         runner = runner_factory(req.model)
+        owner = request_user(request)
         if (req.agent or config.agent.default_agent) not in runner.agents:
             raise APIError(400, f"unknown agent {req.agent!r}; known agents: {', '.join(sorted(runner.agents))}",
                            param="agent")
         def work(emit: Callable[[dict], None] | None = None) -> Any:
             try:
-                return runner.run(req.task, req.agent, on_event=emit)
+                return runner.run(req.task, req.agent, on_event=emit, owner=owner)
             finally:
                 runner.model.close()  # one HTTP client per run
 
@@ -105,23 +120,19 @@ def create_app(config: ConductorConfig, runner_factory: Callable[[str | None], A
             raise APIError(400, str(e)) from None
 
     @app.get("/runs")
-    def list_runs(limit: int = 50) -> dict[str, Any]:
-        return {"runs": runner_factory(None).store.list(max(1, min(limit, 500)))}
+    def list_runs(request: Request, limit: int = 50) -> dict[str, Any]:
+        user = request_user(request)
+        owner = None if is_admin(config, user) else user
+        return {"runs": runner_factory(None).store.list(max(1, min(limit, 500)), owner=owner)}
 
     @app.get("/runs/{run_id}")
-    def get_run(run_id: str) -> dict[str, Any]:
-        try:
-            return runner_factory(None).store.get(run_id).public()
-        except KeyError as e:
-            raise APIError(404, str(e.args[0]), code="run_not_found") from None
+    def get_run(run_id: str, request: Request) -> dict[str, Any]:
+        return owned(runner_factory(None), run_id, request).public()
 
     @app.post("/runs/{run_id}/approval")
-    def approval(run_id: str, req: ApprovalRequest) -> Any:
+    def approval(run_id: str, req: ApprovalRequest, request: Request) -> Any:
         runner = runner_factory(None)
-        try:
-            trace = runner.store.get(run_id)
-        except KeyError as e:
-            raise APIError(404, str(e.args[0]), code="run_not_found") from None
+        trace = owned(runner, run_id, request)  # only the run's owner (or an admin) approves its code
         if trace.status != "paused":
             raise APIError(409, f"run {run_id} is not waiting for approval (status {trace.status})")
         if (req.approve is None) == (req.decisions is None):

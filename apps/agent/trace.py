@@ -8,6 +8,7 @@ which tools were called with which arguments, their results or errors, timings, 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+log = logging.getLogger("conductor.agent")
 
 StopReason = Literal["final_answer", "max_steps", "repeated_call", "budget", "needs_approval", "error", "rejected"]
 
@@ -63,6 +66,7 @@ class PendingCall(BaseModel):
 
 class Trace(BaseModel):
     run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:16])
+    owner: str = Field("local", description="User of the key that started the run; others get 404.")
     task: str
     agent: str = Field(description="Agent the run started with.")
     model: str | None = None
@@ -98,10 +102,9 @@ class TraceStore:
         return self.dir / f"{run_id}.json"
 
     def save(self, trace: Trace) -> None:
-        path = self._path(trace.run_id)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(trace.model_dump_json())
-        tmp.replace(path)
+        from cluster.files import atomic_write
+
+        atomic_write(self._path(trace.run_id), trace.model_dump_json())
 
     def get(self, run_id: str) -> Trace:
         path = self._path(run_id)
@@ -109,14 +112,20 @@ class TraceStore:
             raise KeyError(f"no run {run_id!r}")
         return Trace.model_validate_json(path.read_text())
 
-    def list(self, limit: int = 50) -> list[dict[str, Any]]:
-        files = sorted(self.dir.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)[:limit]
+    def list(self, limit: int = 50, owner: str | None = None) -> list[dict[str, Any]]:
+        """The newest runs, only `owner`'s when given (None: everyone's, for an admin or the local CLI)."""
+        files = sorted(self.dir.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
         out = []
         for f in files:
+            if len(out) >= limit:
+                break
             try:
                 d = json.loads(f.read_text())
             except (OSError, ValueError):
+                log.warning("skipping unreadable trace %s", f.name)
                 continue
-            out.append({k: d.get(k) for k in ("run_id", "task", "agent", "status", "stopped_reason", "answer",
-                                              "started_at")} | {"steps": len(d.get("steps", []))})
+            if owner is not None and d.get("owner", "local") != owner:
+                continue
+            out.append({k: d.get(k) for k in ("run_id", "owner", "task", "agent", "status", "stopped_reason",
+                                              "answer", "started_at")} | {"steps": len(d.get("steps", []))})
         return out

@@ -73,7 +73,7 @@ def create_app(config: ConductorConfig) -> Any:
     from fastapi import FastAPI
     from starlette.concurrency import run_in_threadpool
 
-    from apps.common import APIError, install_common, stream_body_to
+    from apps.common import APIError, install_common, raw_upload, stream_body_to
 
     app = FastAPI(title="Conductor model detective")
     install_common(app, config)
@@ -109,6 +109,7 @@ def create_app(config: ConductorConfig) -> Any:
         return await run_in_threadpool(run_detection, config, path, req.context_length, req.run)
 
     @app.post("/upload")
+    @raw_upload("application/octet-stream")
     async def upload(request: Request, filename: str, context_length: int | None = None) -> Any:
         name = _SAFE.sub("_", os.path.basename(filename)).lstrip(".")
         if not name.lower().endswith((".safetensors", ".gguf")):

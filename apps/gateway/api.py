@@ -3,6 +3,7 @@ plus /healthz, /metrics and /v1/status. Built inside the gateway replica by `bui
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -14,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
-from apps.common import APIError, error_body, install_common, read_json_body
+from apps.common import APIError, error_body, install_common, public, read_json_body
 from apps.gateway.cache import cache_key
 from apps.gateway.router import RoutedModel
 from apps.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
@@ -47,24 +48,21 @@ def build_api(gw: Any) -> FastAPI:
                            code="model_not_found", param="model")
         return gw.router.models[mid]
 
-    def prepare(model: RoutedModel, parsed: Any, body: dict[str, Any]) -> dict[str, Any]:
+    def prepare(model: RoutedModel, parsed: Any) -> dict[str, Any]:
         ctx = min(b.config.context_length for b in model.backends)
         budget = parsed.budget() or model.config.default_max_tokens
         if budget >= ctx:
             raise APIError(400, f"max_tokens={budget} does not fit the context window of model "
                                 f"{model.config.id!r} ({ctx} tokens, prompt included)",
                            code="context_length_exceeded", param="max_tokens")
-        req = {k: v for k, v in body.items() if k not in ("max_completion_tokens",)}
-        req["max_tokens"] = budget
-        req["model"] = model.config.id
-        return req
+        return parsed.engine_request(model.config.id, budget)
 
     async def generate(request: Request, endpoint: str, model_cls: Any) -> Response:
         body = await read_json_body(request, limit)
         parsed = _validate(model_cls, body)
         model = resolve(parsed.model)
-        req = prepare(model, parsed, body)
-        user = getattr(request.state, "user", "anonymous")
+        req = prepare(model, parsed)
+        user = getattr(request.state, "user", "local")
         if parsed.stream:
             return await stream_response(gw, model, endpoint, req, user)
         return await whole_response(gw, model, endpoint, req, user)
@@ -89,13 +87,25 @@ def build_api(gw: Any) -> FastAPI:
                      "backends": ["embedder"]})
         return {"object": "list", "data": data}
 
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> dict[str, Any]:
+        found = next((m for m in (await models())["data"] if m["id"] == model_id), None)
+        if found is None:
+            raise APIError(404, f"model {model_id!r} does not exist", code="model_not_found", param="model")
+        return found
+
     @app.get("/healthz")
+    @public
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "models": gw.router.status()}
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        from prometheus_client import generate_latest
+
+        from apps.limits import REGISTRY
+
+        return Response(gw.metrics.render() + generate_latest(REGISTRY), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/v1/status")
     async def status() -> dict[str, Any]:
@@ -124,12 +134,14 @@ def account(gw: Any, model: RoutedModel, backend_name: str, endpoint: str, t0: f
 
 def _failed(gw: Any, model: RoutedModel, endpoint: str, e: EngineError) -> JSONResponse:
     gw.metrics.requests.inc(model=model.config.id, backend="", endpoint=endpoint, status=str(e.status))
-    return JSONResponse(error_body(e.message, e.type), status_code=e.status)
+    retry = getattr(e, "retry_after_s", None)
+    headers = {"Retry-After": str(retry)} if retry and e.status == 503 else None
+    return JSONResponse(error_body(e.message, e.type), status_code=e.status, headers=headers)
 
 
 async def whole_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[str, Any], user: str) -> Response:
     t0 = time.perf_counter()
-    key = cache_key(endpoint, model.config.id, req)
+    key = cache_key(endpoint, model.config.id, req, user)
     hit = gw.cache.get(key)
     if hit is not None:
         gw.metrics.cache_hits.inc(model=model.config.id)
@@ -148,23 +160,43 @@ async def whole_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[s
 async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[str, Any], user: str) -> Response:
     t0 = time.perf_counter()
     try:
-        backend, first, rest = await gw.router.open_stream(model, endpoint, req)
+        backend, first, rest, deadline = await gw.router.open_stream(model, endpoint, req)
     except EngineError as e:
         return _failed(gw, model, endpoint, e)
     mid = model.config.id
+
+    def sse(obj: dict[str, Any]) -> bytes:
+        return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
     async def events() -> AsyncIterator[bytes]:
         n_in = n_out = 0
         first_token_seen = False
         batches: AsyncIterator[list[dict[str, Any]]] = _prepend(first, rest)
         try:
-            async for batch in batches:
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    # The request's one deadline covers the whole stream, not only its first token.
+                    batch = await asyncio.wait_for(batches.__anext__(), timeout=max(left, 0.001))
+                except StopAsyncIteration:
+                    break
+                except asyncio.TimeoutError:
+                    gw.metrics.errors.inc(model=mid, backend=backend.name, endpoint=endpoint, kind="deadline")
+                    yield sse(error_body(f"the request deadline of {gw.router.request_timeout_s:.0f}s passed "
+                                         "mid-stream", "timeout_error", "deadline_exceeded"))
+                    return
+                except Exception as e:  # the backend broke mid-stream: say so in-band and charge the backend
+                    err = e if isinstance(e, EngineError) else EngineError(503, f"{type(e).__name__}: {e}"[:300])
+                    await gw.router.stream_failed(model, backend, endpoint, err)
+                    yield sse(error_body(f"the backend failed mid-stream: {err.message}", err.type, "stream_failed"))
+                    return
                 out = []
                 for chunk in batch:
                     if "error" in chunk and "choices" not in chunk:
                         err = chunk["error"]
-                        out.append(b"data: " + json.dumps(error_body(err.get("message", "backend error"),
-                                                                     err.get("type", "server_error"))).encode() + b"\n\n")
+                        await gw.router.stream_failed(model, backend, endpoint, EngineError(
+                            int(err.get("status", 500)), err.get("message", "backend error")))
+                        out.append(sse(error_body(err.get("message", "backend error"), err.get("type", "server_error"))))
                         continue
                     chunk["model"] = mid
                     if chunk.get("usage"):
@@ -173,22 +205,34 @@ async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[
                                                     for c in chunk.get("choices", [])):
                         first_token_seen = True
                         gw.metrics.ttft.observe(time.perf_counter() - t0, model=mid, backend=backend.name)
-                    out.append(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+                    out.append(sse(chunk))
                 yield b"".join(out)  # one write per batch: coalesced tokens stay coalesced on the wire
             yield b"data: [DONE]\n\n"
         finally:
+            # Closing the handle stream cancels the generation in the replica (a client that left frees its slot).
+            await _aclose(batches)
             account(gw, model, backend.name, endpoint, t0, n_in, n_out, user)
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={BACKEND_HEADER: backend.name, "cache-control": "no-cache"})
 
 
+async def _aclose(gen: Any) -> None:
+    try:
+        await gen.aclose()
+    except BaseException:  # noqa: BLE001 - closing a stream that already broke
+        pass
+
+
 async def _prepend(first: list[dict[str, Any]], rest: AsyncIterator[list[dict[str, Any]]]
                    ) -> AsyncIterator[list[dict[str, Any]]]:
-    if first:
-        yield first
-    async for batch in rest:
-        yield batch
+    try:
+        if first:
+            yield first
+        async for batch in rest:
+            yield batch
+    finally:
+        await _aclose(rest)
 
 
 async def embeddings_response(gw: Any, parsed: EmbeddingRequest) -> Response:
@@ -202,6 +246,9 @@ async def embeddings_response(gw: Any, parsed: EmbeddingRequest) -> Response:
     t0 = time.perf_counter()
     result = await gw.embedder.embed.remote(texts)
     vecs, tokens = np.asarray(result["vectors"], dtype=np.float32), int(result["tokens"])
+    if parsed.dimensions is not None and vecs.shape[-1] != parsed.dimensions:
+        raise APIError(400, f"model {cfg.id!r} makes {vecs.shape[-1]}-dimensional embeddings; it cannot return "
+                            f"{parsed.dimensions}", param="dimensions")
     gw.metrics.requests.inc(model=cfg.id, backend="embedder", endpoint="embeddings", status="ok")
     gw.metrics.latency.observe(time.perf_counter() - t0, model=cfg.id, backend="embedder", endpoint="embeddings")
     gw.metrics.tokens_in.inc(tokens, model=cfg.id, backend="embedder")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from typing import Any
 
@@ -67,7 +68,10 @@ class Gateway:
                     _start_engine(engine)
                     backends.append(InProcessBackend(b, engine))
             models[m.id] = RoutedModel(m, backends)
-        self.router = Router(models, self.metrics, self.config.server.request_timeout_s, self.config.breaker)
+        from apps.gateway.router import SharedBreakers
+
+        self.router = Router(models, self.metrics, self.config.server.request_timeout_s, self.config.breaker,
+                             SharedBreakers(self.config.server.redis_url))
 
     def __serve_build_asgi_app__(self) -> Any:
         from apps.gateway.api import build_api
@@ -91,21 +95,26 @@ class Gateway:
                 for d, ds in a.deployments.items()}} for name, a in st.applications.items()}
         except Exception as e:
             apps = {"error": f"{type(e).__name__}: {e}"}
-        return {"applications": apps, "router": self.router.status()}
+        engines = {}
+        for m in self.router.models.values():
+            for b in m.backends:
+                engines[b.name] = await b.stats()
+        return {"applications": apps, "router": self.router.status(), "engines": engines, "gateway_pid": os.getpid()}
 
 
 def ui_mount_options(config: ConductorConfig) -> dict[str, Any]:
     """Uploads are capped by Gradio before they are stored; when API keys are required the UI asks for one
     (user name free, the key as password) since a browser cannot send a bearer header."""
-    from apps.common import hash_key, keys_required, load_api_keys
+    from apps.security import INTERNAL_USER, hash_key, keys_required, load_api_keys
 
     opts: dict[str, Any] = {"max_file_size": config.server.max_upload_bytes, "ssr_mode": False,
                             "footer_links": ["api", "settings"]}
     hashes = load_api_keys(config)
     if keys_required(config, hashes):
-        user_hashes = {h for h, u in hashes.items() if u != "conductor-internal"}
-        opts["auth"] = lambda _user, password: hash_key(password or "") in user_hashes
-        opts["auth_message"] = "Sign in with any user name and your Conductor API key as the password."
+        users = {h: u for h, u in hashes.items() if u != INTERNAL_USER}
+        # The session's user is the key's user (what the UI's requests are owned by), so the name must match it.
+        opts["auth"] = lambda user, password: users.get(hash_key(password or "")) == user
+        opts["auth_message"] = "Sign in with your Conductor user name and API key (the password)."
     return opts
 
 
@@ -117,7 +126,11 @@ def build_gateway(config: ConductorConfig, engine_overrides: dict[str, type] | N
         for b in m.backends:
             if b.engine not in IN_PROCESS_ENGINES or b.name in engine_overrides:
                 handles[b.name] = llm_deployment(b, engine_overrides.get(b.name))
-    options = config.server.gateway.serve_options("Gateway")
+    from deployments.secrets import with_secrets
+
+    # Hosted engines run inside the gateway replica: it alone receives their keys.
+    options = with_secrets(config.server.gateway.serve_options("Gateway"),
+                           [b.api_key_env for m in config.models for b in m.backends if b.name not in handles])
     return serve.deployment(Gateway).options(**options).bind(config.model_dump(), handles,
                                                              embedder_deployment(config.embeddings))
 

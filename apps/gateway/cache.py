@@ -13,11 +13,12 @@ from typing import Any
 _IGNORED = {"stream", "stream_options", "user"}
 
 
-def cache_key(endpoint: str, model: str, req: dict[str, Any]) -> str | None:
+def cache_key(endpoint: str, model: str, req: dict[str, Any], user: str) -> str | None:
+    """Keyed by user too: one user's cached answer is never served to another (it may carry their data)."""
     if req.get("stream") or req.get("temperature") is None or float(req["temperature"]) != 0.0:
         return None
     body = {k: v for k, v in req.items() if k not in _IGNORED}
-    raw = json.dumps([endpoint, model, body], sort_keys=True, default=str)
+    raw = json.dumps([user, endpoint, model, body], sort_keys=True, default=str)
     return hashlib.sha256(raw.encode()).hexdigest()
 
 

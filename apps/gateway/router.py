@@ -45,11 +45,54 @@ class Breaker:
     def success(self) -> None:
         self.failures, self.opened_at, self.trial_in_flight = 0, None, False
 
+    def release(self) -> None:
+        """The trial request ended without judging the backend (the caller's mistake, an overload)."""
+        self.trial_in_flight = False
+
     def failure(self) -> None:
         self.failures += 1
         self.trial_in_flight = False
         if self.failures >= self.config.failure_threshold or self.opened_at is not None:
             self.opened_at = time.monotonic()
+
+
+class SharedBreakers:
+    """Open breakers published in Redis (as LiteLLM's cooldown cache does), so every gateway replica skips a
+    backend that any replica found broken. A key per backend lives for the cooldown; a success clears it. Without
+    Redis, or while it fails (short timeouts, then skipped for a few seconds), each replica decides alone."""
+
+    def __init__(self, url: str | None, prefix: str = "conductor:breaker", timeout_s: float = 0.25):
+        self.url, self.prefix, self.timeout_s = url, prefix, timeout_s
+        self._clients: dict[int, Any] = {}
+        self._down_until = 0.0
+
+    def _client(self) -> Any:
+        import redis.asyncio as aredis
+
+        loop = id(asyncio.get_running_loop())
+        if loop not in self._clients:
+            self._clients[loop] = aredis.Redis.from_url(self.url, socket_timeout=self.timeout_s,
+                                                         socket_connect_timeout=self.timeout_s)
+        return self._clients[loop]
+
+    async def _do(self, op: Any) -> Any:
+        if self.url is None or time.monotonic() < self._down_until:
+            return None
+        try:
+            return await asyncio.wait_for(op(self._client()), timeout=self.timeout_s * 2)
+        except Exception:  # noqa: BLE001 - Redis trouble: decide locally for a while
+            self._clients.pop(id(asyncio.get_running_loop()), None)
+            self._down_until = time.monotonic() + 5.0
+            return None
+
+    async def is_open(self, backend: str) -> bool:
+        return bool(await self._do(lambda r: r.exists(f"{self.prefix}:{backend}")))
+
+    async def opened(self, backend: str, cooldown_s: float) -> None:
+        await self._do(lambda r: r.set(f"{self.prefix}:{backend}", "open", px=max(1, int(cooldown_s * 1000))))
+
+    async def closed(self, backend: str) -> None:
+        await self._do(lambda r: r.delete(f"{self.prefix}:{backend}"))
 
 
 class Backend:
@@ -70,6 +113,10 @@ class Backend:
 
     async def health(self) -> None:
         raise NotImplementedError
+
+    async def stats(self) -> dict[str, Any]:
+        """What the engine is doing (`active` generations, `pid` of its process); {} when it cannot say."""
+        return {}
 
 
 def _raise_if_error(result: Any) -> Any:
@@ -95,13 +142,22 @@ class HandleBackend(Backend):
     async def stream(self, kind: str, req: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]]]:
         method = self.handle.options(stream=True)
         gen = (method.chat_stream if kind == "chat" else method.complete_stream).remote(req)
-        async for batch in gen:
-            for chunk in batch:
-                _raise_if_error(chunk)
-            yield batch
+        try:
+            async for batch in gen:
+                for chunk in batch:
+                    _raise_if_error(chunk)
+                yield batch
+        finally:
+            gen.cancel()  # the caller stopped reading (or left): stop the generation in the replica too
 
     async def health(self) -> None:
         _raise_if_error(await self.handle.health.remote())
+
+    async def stats(self) -> dict[str, Any]:
+        try:
+            return await asyncio.wait_for(self.handle.stats.remote(), timeout=5)
+        except Exception as e:  # noqa: BLE001 - a restarting replica has no stats to give
+            return {"error": type(e).__name__}
 
 
 class InProcessBackend(Backend):
@@ -140,40 +196,73 @@ class RoutedModel:
 
 
 class AllBackendsFailed(EngineError):
-    def __init__(self, model: str, attempts: list[Attempt]):
+    def __init__(self, model: str, attempts: list[Attempt], retry_after_s: int = 1):
         detail = "; ".join(f"{a.backend}: {a.error}" for a in attempts) or "every backend's circuit breaker is open"
         super().__init__(503, f"no backend of model {model!r} could answer ({detail})", "service_unavailable")
         self.attempts = attempts
+        self.retry_after_s = retry_after_s
+
+
+def replica_gone(e: BaseException) -> bool:
+    """A Serve replica died or is restarting: the backend is not broken, Serve is bringing it back."""
+    try:
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+        from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(e, (ActorDiedError, ActorUnavailableError, RayActorError, ReplicaUnavailableError,
+                          DeploymentUnavailableError))
+
+
+def overloaded(e: BaseException) -> bool:
+    """The backend's queue is full (max_queued_requests): shed load, no strike against the backend."""
+    try:
+        from ray.serve.exceptions import BackPressureError
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(e, BackPressureError) or (isinstance(e, EngineError) and e.status == 429)
 
 
 class Router:
     def __init__(self, models: dict[str, RoutedModel], metrics: Any, request_timeout_s: float,
-                 breaker: BreakerConfig | None = None):
+                 breaker: BreakerConfig | None = None, shared: SharedBreakers | None = None):
         self.models = models
+        self.shared = shared or SharedBreakers(None)
         self.metrics = metrics
         self.request_timeout_s = request_timeout_s
+        # How long requests wait for a dead replica to come back before that counts as the backend failing.
+        self.restart_grace_s = (breaker or BreakerConfig()).restart_grace_s
         for m in models.values():
             for b in m.backends:
                 m.breakers.setdefault(b.name, Breaker(breaker or BreakerConfig()))
 
-    @staticmethod
-    def _candidates(model: RoutedModel, attempts: list[Attempt]):  # -> Iterator[Backend]
+    async def _candidates(self, model: RoutedModel, attempts: list[Attempt]) -> AsyncIterator[Backend]:
         """Backends in fallback order whose breaker lets a request through, asked lazily so a half-open
-        breaker's single trial is only spent when that backend is really tried."""
+        breaker's single trial is only spent when that backend is really tried. A breaker another replica
+        opened (shared through Redis) counts as open here too."""
         for b in model.backends:
-            if model.breakers[b.name].allow():
+            breaker = model.breakers[b.name]
+            if breaker.state() == "closed" and await self.shared.is_open(b.name):
+                attempts.append(Attempt(b.name, "circuit breaker open (opened by another gateway replica)"))
+            elif breaker.allow():
                 yield b
             else:
                 attempts.append(Attempt(b.name, "circuit breaker open"))
 
-    def _record_failure(self, model: RoutedModel, backend: Backend, endpoint: str, err: EngineError) -> None:
-        model.breakers[backend.name].failure()
+    async def _record_failure(self, model: RoutedModel, backend: Backend, endpoint: str, err: EngineError) -> None:
+        breaker = model.breakers[backend.name]
+        breaker.failure()
+        if breaker.state() != "closed":
+            await self.shared.opened(backend.name, breaker.config.cooldown_s)
         kind = "timeout" if err.status == 504 else "backend_error"
         self.metrics.errors.inc(model=model.config.id, backend=backend.name, endpoint=endpoint, kind=kind)
         self._publish_breaker(model, backend)
 
-    def _record_success(self, model: RoutedModel, backend: Backend) -> None:
+    async def _record_success(self, model: RoutedModel, backend: Backend) -> None:
+        was_open = model.breakers[backend.name].opened_at is not None
         model.breakers[backend.name].success()
+        if was_open:
+            await self.shared.closed(backend.name)
         self._publish_breaker(model, backend)
         first = model.backends[0].name
         if backend.name != first:
@@ -183,30 +272,58 @@ class Router:
         state = model.breakers[backend.name].state()
         self.metrics.breaker_open.set(0.0 if state == "closed" else 1.0, model=model.config.id, backend=backend.name)
 
-    async def _failover(self, model: RoutedModel, endpoint: str, attempt: Any) -> tuple[Backend, Any]:
+    async def _failover(self, model: RoutedModel, endpoint: str, attempt: Any,
+                        deadline: float | None = None) -> tuple[Backend, Any]:
         """Try backends in order: `attempt(backend, timeout)` either returns or raises. Client errors (4xx) go
-        straight back to the caller; anything else counts against that backend and moves on, within the
-        request's own deadline."""
-        deadline = time.monotonic() + self.request_timeout_s
+        straight back to the caller with no strike; a replica that died is waited for (Serve restarts it) for up to
+        `restart_grace_s`, an overloaded one is skipped without a strike; anything else counts against that backend
+        and moves on. All of it within the request's one deadline."""
+        deadline = deadline or time.monotonic() + self.request_timeout_s
         attempts: list[Attempt] = []
-        for backend in self._candidates(model, attempts):
-            left = deadline - time.monotonic()
-            if left <= 0:
+        shed = False
+        async for backend in self._candidates(model, attempts):
+            gone_since: float | None = None
+            pause = 0.1
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    result = await attempt(backend, min(backend.config.timeout_s, left))
+                except EngineError as e:
+                    if e.is_client_error:
+                        model.breakers[backend.name].release()
+                        raise
+                    err = e
+                except Exception as e:  # a dead replica, an actor error: the backend's problem, not the caller's
+                    if replica_gone(e):
+                        gone_since = gone_since or time.monotonic()
+                        if time.monotonic() - gone_since < self.restart_grace_s:
+                            self.metrics.errors.inc(model=model.config.id, backend=backend.name, endpoint=endpoint,
+                                                    kind="replica_restarting")
+                            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                            pause = min(pause * 2, 1.0)
+                            continue
+                    err = EngineError(503, f"{type(e).__name__}: {e}"[:300])
+                    if overloaded(e):
+                        err = EngineError(429, "queue full")
+                else:
+                    await self._record_success(model, backend)
+                    return backend, result
+                if overloaded(err):
+                    shed = True
+                    model.breakers[backend.name].release()
+                    attempts.append(Attempt(backend.name, "overloaded (queue full)"))
+                    self.metrics.errors.inc(model=model.config.id, backend=backend.name, endpoint=endpoint,
+                                            kind="overloaded")
+                else:
+                    attempts.append(Attempt(backend.name, err.message))
+                    await self._record_failure(model, backend, endpoint, err)
                 break
-            try:
-                result = await attempt(backend, min(backend.config.timeout_s, left))
-            except EngineError as e:
-                if e.is_client_error:
-                    raise
-                err = e
-            except Exception as e:  # a dead replica, an actor error: the backend's problem, not the caller's
-                err = EngineError(503, f"{type(e).__name__}: {e}"[:300])
-            else:
-                self._record_success(model, backend)
-                return backend, result
-            attempts.append(Attempt(backend.name, err.message))
-            self._record_failure(model, backend, endpoint, err)
-        raise AllBackendsFailed(model.config.id, attempts)
+            if deadline - time.monotonic() <= 0:
+                attempts.append(Attempt(backend.name, "request deadline exceeded"))
+                break
+        raise AllBackendsFailed(model.config.id, attempts, retry_after_s=1 if shed else 5)
 
     async def call(self, model: RoutedModel, endpoint: str, req: dict[str, Any]) -> tuple[Backend, dict[str, Any]]:
         """Non-streaming: the first backend that answers within its timeout and the request's deadline."""
@@ -220,7 +337,7 @@ class Router:
         return await self._failover(model, endpoint, attempt)
 
     async def open_stream(self, model: RoutedModel, endpoint: str, req: dict[str, Any]
-                          ) -> tuple[Backend, list[dict[str, Any]], AsyncIterator[list[dict[str, Any]]]]:
+                          ) -> tuple[Backend, list[dict[str, Any]], AsyncIterator[list[dict[str, Any]]], float]:
         """Streaming: fail over until a backend yields its first batch; after that the stream is committed."""
         async def attempt(backend: Backend, timeout: float) -> tuple[list[dict[str, Any]], Any]:
             gen = backend.stream(endpoint, req)
@@ -236,8 +353,14 @@ class Router:
                 raise
             return first, gen
 
-        backend, (first, gen) = await self._failover(model, endpoint, attempt)
-        return backend, first, gen
+        deadline = time.monotonic() + self.request_timeout_s
+        backend, (first, gen) = await self._failover(model, endpoint, attempt, deadline)
+        return backend, first, gen, deadline
+
+    async def stream_failed(self, model: RoutedModel, backend: Backend, endpoint: str, err: EngineError) -> None:
+        """A committed stream broke: nothing can fail over any more, but the backend is charged for it."""
+        if not err.is_client_error:
+            await self._record_failure(model, backend, endpoint, err)
 
     def status(self) -> dict[str, Any]:
         return {mid: {b.name: {"engine": b.config.engine, "breaker": m.breakers[b.name].state(),

@@ -122,7 +122,8 @@ def parse_metrics(text: str) -> dict[str, float]:
     return totals
 
 
-def build_system_tab(ctx: UIContext) -> None:
+def build_system_tab(ctx: UIContext, tab: Any = None) -> None:
+    """Deployments, replicas, breakers and a metrics plot: loaded when the tab is opened, then every 5 s."""
     import gradio as gr
     import pandas as pd
 
@@ -149,9 +150,12 @@ def build_system_tab(ctx: UIContext) -> None:
         del history[:-300]
         return pd.DataFrame(rows), st.get("router", {}), pd.DataFrame(history)
 
-    refresh.click(load, None, [deployments, breakers, plot])
-    timer = gr.Timer(10.0)
-    timer.tick(load, None, [deployments, breakers, plot])
+    outputs = [deployments, breakers, plot]
+    refresh.click(load, None, outputs)
+    if tab is not None:
+        tab.select(load, None, outputs)
+    timer = gr.Timer(5.0)
+    timer.tick(load, None, outputs)
 
 
 def build_ui(config: ConductorConfig, client: ConductorClient | None = None) -> Any:
@@ -170,7 +174,7 @@ def build_ui(config: ConductorConfig, client: ConductorClient | None = None) -> 
                 except Exception as e:
                     log.exception("tab %s failed to build", label)
                     gr.Markdown(f"**{label} is unavailable:** `{type(e).__name__}: {e}`")
-        with gr.Tab("System", id="system"):
-            build_system_tab(ctx)
+        with gr.Tab("System", id="system") as system_tab:
+            build_system_tab(ctx, system_tab)
     demo.queue(default_concurrency_limit=8)
     return demo

@@ -1,7 +1,8 @@
 """`conductor rag ...`: ingest, search, ask, eval, collections, delete, faq-set.
 
-The embedded store is single-process. When a running server holds it (StoreLockedError), search/ask go through
-that server's HTTP API (`--url`, default $CONDUCTOR_BASE_URL) instead; ingest/eval say how to proceed.
+The embedded store has one owner. While a Conductor server runs (it answers /healthz at `--url`, default
+$CONDUCTOR_BASE_URL or the configured host/port), every command goes through its HTTP API — no second process opens
+the store and no model is loaded here; without a server the command opens the store itself.
 `--json` prints exactly one JSON document on stdout; progress and logs go to stderr.
 """
 
@@ -37,40 +38,53 @@ def _params(k: int | None, mode: str, rerank: bool) -> Any:
     return SearchParams(k=k or 5, mode=mode, rerank=rerank)
 
 
-def _remote(url: str | None, path: str, body: dict[str, Any]) -> Any:
-    from apps.client import ConductorAPIError, ConductorClient, default_base_url
+def _server(url: str | None) -> Any:
+    """The running server's client, or None. An explicit --url that does not answer is an error."""
+    from apps.client import default_base_url, running_server
+
+    client = running_server(url)
+    if client is None and url:
+        raise click.ClickException(f"no Conductor server answers at {url or default_base_url()}")
+    return client
+
+
+def _call(client: Any, method: str, path: str, **kw: Any) -> Any:
+    from apps.client import ConductorAPIError
 
     try:
-        with ConductorClient(base_url=url or default_base_url()) as c:
-            return c.post_json(path, body)
+        return client.request(method, path, **kw)
     except ConductorAPIError as e:
         raise click.ClickException(e.message) from None
-    except Exception as e:  # connection refused etc.
-        raise click.ClickException(f"cannot reach the Conductor server at {url or default_base_url()}: "
-                                   f"{type(e).__name__}") from None
+    except Exception as e:  # the server went away mid-call
+        raise click.ClickException(f"the Conductor server at {client.base_url} failed: {type(e).__name__}") from None
+    finally:
+        client.close()
 
 
-def _local_or_remote(url: str | None, local: Any, path: str, body: dict[str, Any]) -> Any:
-    """Run locally unless --url was given or the local store is held by a running server."""
+def _local(local: Any) -> Any:
     from apps.rag.service import RagError
 
-    if url:
-        return _remote(url, path, body)
     try:
         svc = _service()
-    except StoreLockedError:
-        return _remote(None, path, body)
+    except StoreLockedError as e:  # a server we could not reach holds the store
+        raise click.ClickException(f"{e} (is a Conductor server starting? pass --url)") from None
     except StoreError as e:
         raise click.ClickException(str(e)) from None
     try:
         return local(svc)
-    except StoreLockedError:
-        svc.close()
-        return _remote(None, path, body)
     except (RagError, StoreError) as e:
         raise click.ClickException(str(e)) from None
     finally:
         svc.close()
+
+
+def _local_or_remote(url: str | None, local: Any, path: str, body: dict[str, Any] | None = None,
+                     method: str = "POST") -> Any:
+    """Through the running server's API when there is one, else locally."""
+    client = _server(url)
+    if client is not None:
+        return _call(client, method, path, **({"json": body} if body is not None else {}))
+    return _local(local)
 
 
 @click.group()
@@ -89,9 +103,10 @@ def rag() -> None:
               help="ray: Ray Data pipeline; local: one process; auto: ray when a cluster address is set.")
 @click.option("--questions", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Attach a question set: the evaluation re-runs after every ingestion.")
+@click.option("--url", default=None, help="A running Conductor server (default: found automatically).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def ingest(paths: tuple[str, ...], collection: str, chunking: str | None, chunk_size: int | None,
-           chunk_overlap: int | None, engine: str, questions: str | None, as_json: bool) -> None:
+           chunk_overlap: int | None, engine: str, questions: str | None, url: str | None, as_json: bool) -> None:
     """Ingest files or folders (Markdown, text, reST, HTML, PDF); only new or changed documents are embedded."""
     from apps.rag.service import RagError
 
@@ -101,21 +116,62 @@ def ingest(paths: tuple[str, ...], collection: str, chunking: str | None, chunk_
     def progress(done: int, total: int, msg: str) -> None:
         click.echo(f"\r[{done}/{total}] {msg[:60]:<60}", nl=False, err=True)
 
-    try:
-        svc = _service()
+    client = _server(url)
+    if client is not None:
+        if questions or chunk_size or chunk_overlap:
+            raise click.ClickException("--questions, --chunk-size and --chunk-overlap need the store itself: stop the "
+                                       "server, or ingest without them through it")
+        d = _upload_all(client, list(paths), collection, chunking, progress)
+    else:
         try:
-            report = svc.ingest(list(paths), collection, chunking, chunk_size, chunk_overlap, engine, progress,
-                                os.path.abspath(questions) if questions else None)
-        finally:
-            svc.close()
-    except (RagError, StoreError) as e:
-        raise click.ClickException(str(e)) from None
+            svc = _service()
+            try:
+                report = svc.ingest(list(paths), collection, chunking, chunk_size, chunk_overlap, engine, progress,
+                                    os.path.abspath(questions) if questions else None)
+            finally:
+                svc.close()
+        except StoreLockedError as e:
+            raise click.ClickException(f"{e} (is a Conductor server starting? pass --url)") from None
+        except (RagError, StoreError) as e:
+            raise click.ClickException(str(e)) from None
+        d = report.as_dict()
     click.echo("", err=True)
-    d = report.as_dict()
     text = (f"{collection}: {len(d['added'])} added, {len(d['updated'])} updated, {len(d['unchanged'])} unchanged, "
             f"{len(d['deleted'])} deleted, {len(d['skipped'])} skipped; {d['chunks']} chunks in {d['seconds']} s")
     text += "".join(f"\n  skipped {p}: {r}" for p, r in d["skipped"].items())
     _emit(d, as_json, text)
+
+
+def _upload_all(client: Any, paths: list[str], collection: str, chunking: str | None, progress: Any) -> dict:
+    """Ingest local files through the server: each supported file is uploaded (the server ingests it)."""
+    from apps.rag.parsers import kind_of
+
+    files = []
+    for p in paths:
+        if os.path.isdir(p):
+            files += sorted(os.path.join(d, n) for d, _, names in os.walk(p) for n in names if kind_of(n))
+        elif os.path.isfile(p):
+            files.append(p)
+        else:
+            raise click.ClickException(f"no such file or folder: {p}")
+    total: dict[str, Any] = {"collection": collection, "added": [], "updated": [], "unchanged": [], "deleted": [],
+                             "skipped": {}, "chunks": 0, "seconds": 0.0}
+    try:
+        for i, f in enumerate(files):
+            progress(i, len(files), os.path.basename(f))
+            params = {"filename": os.path.basename(f)} | ({"chunking": chunking} if chunking else {})
+            with open(f, "rb") as fh:
+                rep = client.upload(f"/v1/rag/{collection}/upload", fh.read(), params)
+            for key in ("added", "updated", "unchanged", "deleted"):
+                total[key] += rep.get(key, [])
+            total["skipped"].update(rep.get("skipped", {}))
+            total["chunks"] += rep.get("chunks", 0)
+            total["seconds"] = round(total["seconds"] + rep.get("seconds", 0.0), 2)
+    except Exception as e:
+        raise click.ClickException(getattr(e, "message", None) or f"upload failed: {type(e).__name__}") from None
+    finally:
+        client.close()
+    return total
 
 
 def _query_opts(f: Any) -> Any:
@@ -177,17 +233,24 @@ def eval_cmd(collection: str, questions: str, k: int, modes: str, faith: int, as
     from apps.rag.eval import faithfulness, format_table, load_questions, run_and_record
     from apps.rag.service import RagError
 
-    try:
-        svc = _service()
+    mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+    client = _server(None)
+    if client is not None:  # the server evaluates the question set attached to the collection
+        if faith:
+            client.close()
+            raise click.ClickException("--faithfulness needs the store itself: stop the server first")
+        entry = _call(client, "POST", f"/v1/rag/{collection}/eval", json={"k": k, "modes": mode_list})
+    else:
         try:
-            entry = run_and_record(svc, collection, os.path.abspath(questions), k,
-                                   [m.strip() for m in modes.split(",") if m.strip()])
-            if faith:
-                entry["faithfulness"] = faithfulness(svc, collection, load_questions(questions), faith)
-        finally:
-            svc.close()
-    except (RagError, StoreError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+            svc = _service()
+            try:
+                entry = run_and_record(svc, collection, os.path.abspath(questions), k, mode_list)
+                if faith:
+                    entry["faithfulness"] = faithfulness(svc, collection, load_questions(questions), faith)
+            finally:
+                svc.close()
+        except (RagError, StoreError, ValueError) as e:
+            raise click.ClickException(str(e)) from None
     text = f"{collection} ({entry['chunking']}, {entry['chunks']} chunks)\n" + format_table(entry["rows"])
     if "faithfulness" in entry:
         f = entry["faithfulness"]
@@ -199,14 +262,8 @@ def eval_cmd(collection: str, questions: str, k: int, modes: str, faith: int, as
 @click.option("--json", "as_json", is_flag=True)
 def collections(as_json: bool) -> None:
     """List collections with their embedding model and chunking."""
-    try:
-        svc = _service()
-        try:
-            cols = svc.collections()
-        finally:
-            svc.close()
-    except StoreError as e:
-        raise click.ClickException(str(e)) from None
+    cols = _local_or_remote(None, lambda s: s.collections(), "/v1/rag/collections", method="GET")
+    cols = cols["collections"] if isinstance(cols, dict) else cols
     _emit(cols, as_json, "\n".join(f"{c['name']}: {c.get('chunks', 0)} chunks, {c['chunking']}, "
                                    f"{c['embedding_model']}" for c in cols) or "no collections")
 
@@ -216,16 +273,7 @@ def collections(as_json: bool) -> None:
 @click.confirmation_option(prompt="Delete this collection and all its chunks?")
 def delete(collection: str) -> None:
     """Delete a collection."""
-    from apps.rag.service import RagError
-
-    try:
-        svc = _service()
-        try:
-            svc.delete(collection)
-        finally:
-            svc.close()
-    except (RagError, StoreError) as e:
-        raise click.ClickException(str(e)) from None
+    _local_or_remote(None, lambda s: s.delete(collection), f"/v1/rag/{collection}", method="DELETE")
     click.echo(f"deleted {collection}")
 
 

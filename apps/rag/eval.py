@@ -133,14 +133,18 @@ def run_and_record(service: Any, collection: str, questions_file: str, k: int = 
     entry = {"when": time.time(), "collection": collection, "questions": str(questions_file),
              "chunking": meta.get("chunking"), "chunk_size": meta.get("chunk_size"), "chunks": meta.get("chunks"),
              "rows": rows}
+    # One whole line per append (O_APPEND, fsynced); a torn last line after a crash is skipped by history().
     with history_path(service, collection).open("a") as f:
         f.write(json.dumps(entry) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     return entry
 
 
 def history(service: Any, collection: str) -> list[dict[str, Any]]:
-    p = history_path(service, collection)
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
+    from cluster.files import read_jsonl
+
+    return read_jsonl(history_path(service, collection))
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

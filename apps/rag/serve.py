@@ -26,6 +26,10 @@ from pydantic import BaseModel, Field
 from cluster.config import ConductorConfig, config_from_dict, expand_path
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SAFE_USER = re.compile(r"[^A-Za-z0-9_]")
+# What an upload may be declared as (never text/plain or a form type: a page on another site could send those).
+UPLOAD_TYPES = ("application/octet-stream", "application/pdf", "text/markdown", "text/x-markdown", "text/html",
+                "application/xhtml+xml", "text/x-rst", "text/prs.fallenstein.rst")
 
 
 class QueryRequest(BaseModel):
@@ -53,13 +57,38 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
     from fastapi import FastAPI, Request
     from fastapi.responses import StreamingResponse
 
-    from apps.common import APIError, install_common, stream_body_to
+    from apps.common import APIError, install_common, raw_upload, stream_body_to
     from apps.rag.retrieval import SearchParams
     from apps.rag.service import RagError
     from deployments.vectorstore import StoreError, StoreLockedError
 
+    from apps.security import LOCAL_USER, is_admin, request_user
+
     app = FastAPI(title="Conductor RAG")
     install_common(app, config)
+
+    def scoped(request: Request, collection: str) -> str:
+        """The stored name of a caller's collection: each user's names live in their own namespace (others get
+        404); the local user of a keyless server and the CLI use bare names; admins may name any stored one."""
+        user = request_user(request)
+        if "--" in collection:
+            if is_admin(config, user):
+                return collection
+            raise APIError(400, f"invalid collection name {collection!r}: '--' is reserved", param="collection")
+        return collection if user == LOCAL_USER else f"{_SAFE_USER.sub('_', user)[:24]}--{collection}"
+
+    def visible(request: Request, names: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        user = request_user(request)
+        if is_admin(config, user):
+            return names
+        prefix = "" if user == LOCAL_USER else f"{_SAFE_USER.sub('_', user)[:24]}--"
+        out = []
+        for c in names:
+            if prefix and c["name"].startswith(prefix):
+                out.append({**c, "name": c["name"][len(prefix):]})
+            elif not prefix and "--" not in c["name"]:
+                out.append(c)
+        return out
     state: dict[str, Any] = {}
     write_lock = threading.Lock()  # one ingestion at a time: the store has one writer
     limit = config.server.max_upload_bytes
@@ -82,26 +111,30 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
         return {"status": "ok"}
 
     @app.get("/collections")
-    def collections() -> dict[str, Any]:
-        return {"collections": call(lambda: svc().collections())}
+    def collections(request: Request) -> dict[str, Any]:
+        return {"collections": visible(request, call(lambda: svc().collections()))}
 
     @app.get("/{collection}")
-    def info(collection: str) -> dict[str, Any]:
-        return call(lambda: {"name": collection, **svc().meta(collection)})
+    def info(collection: str, request: Request) -> dict[str, Any]:
+        stored = scoped(request, collection)
+        return call(lambda: {**svc().meta(stored), "name": collection})
 
     @app.delete("/{collection}")
-    def delete(collection: str) -> dict[str, Any]:
+    def delete(collection: str, request: Request) -> dict[str, Any]:
+        stored = scoped(request, collection)
         with write_lock:
-            call(lambda: svc().delete(collection))
+            call(lambda: svc().delete(stored))
         return {"deleted": collection}
 
     @app.post("/{collection}/search")
-    def search(collection: str, req: QueryRequest) -> dict[str, Any]:
+    def search(collection: str, req: QueryRequest, request: Request) -> dict[str, Any]:
+        collection = scoped(request, collection)
         p = SearchParams(k=req.k, mode=req.mode, rerank=req.rerank)
         return {"hits": [h.model_dump() for h in call(lambda: svc().search(collection, req.question, p))]}
 
     @app.post("/{collection}/query")
-    def query(collection: str, req: QueryRequest) -> Any:
+    def query(collection: str, req: QueryRequest, request: Request) -> Any:
+        collection = scoped(request, collection)
         p = SearchParams(k=req.k, mode=req.mode, rerank=req.rerank)
         if not req.stream:
             return call(lambda: svc().ask(collection, req.question, p, req.model)).model_dump()
@@ -120,9 +153,11 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
         return StreamingResponse(sse(), media_type="text/event-stream")
 
     @app.post("/{collection}/upload")
+    @raw_upload(*UPLOAD_TYPES)
     async def upload(collection: str, request: Request, filename: str, chunking: str | None = None) -> Any:
         from apps.rag.parsers import kind_of
 
+        collection = scoped(request, collection)
         name = _SAFE.sub("_", os.path.basename(filename)).lstrip(".")
         if not name or kind_of(name) is None:
             raise APIError(415, f"unsupported file type for {filename!r}; use .md, .txt, .rst, .html or .pdf")
@@ -137,23 +172,29 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
                 size = await stream_body_to(request, f, limit)
             if size == 0:
                 raise APIError(400, "the uploaded file is empty")
-            os.replace(tmp, folder / name)
+            # The file takes its name only under the write lock, so a second upload of the same name waits for
+            # the first one's ingestion instead of replacing the file under it.
+            return await _run_ingest(collection, [str(folder / name)], chunking, "local",
+                                     before=lambda: os.replace(tmp, folder / name))
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        return await _run_ingest(collection, [str(folder / name)], chunking, "local")
 
-    async def _run_ingest(collection: str, paths: list[str], chunking: str | None, engine: str) -> Any:
+    async def _run_ingest(collection: str, paths: list[str], chunking: str | None, engine: str,
+                          before: Callable[[], Any] | None = None) -> Any:
         from starlette.concurrency import run_in_threadpool
 
         def work() -> Any:
             with write_lock:
+                if before is not None:
+                    before()
                 return call(lambda: svc().ingest(paths, collection, chunking, engine=engine)).as_dict()
 
         return await run_in_threadpool(work)
 
     @app.post("/{collection}/ingest")
-    async def ingest(collection: str, req: IngestRequest) -> Any:
+    async def ingest(collection: str, req: IngestRequest, request: Request) -> Any:
+        collection = scoped(request, collection)
         roots = [os.path.realpath(expand_path(r)) for r in config.rag.ingest_roots]
         for p in req.paths:
             real = os.path.realpath(expand_path(p))
@@ -162,20 +203,24 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
         return await _run_ingest(collection, req.paths, req.chunking, req.engine)
 
     @app.get("/{collection}/context")
-    def context(collection: str, source: str, start: int = 0, end: int = 0, window: int = 600) -> Any:
+    def context(collection: str, request: Request, source: str, start: int = 0, end: int = 0,
+                window: int = 600) -> Any:
+        collection = scoped(request, collection)
         return call(lambda: svc().context(collection, source, start, end, min(max(window, 0), 5000)))
 
     @app.get("/{collection}/eval")
-    def eval_history(collection: str) -> Any:
+    def eval_history(collection: str, request: Request) -> Any:
         from apps.rag.eval import history
 
+        collection = scoped(request, collection)
         call(lambda: svc().meta(collection))
         return {"history": history(svc(), collection)}
 
     @app.post("/{collection}/eval")
-    def eval_run(collection: str, req: EvalRequest) -> Any:
+    def eval_run(collection: str, req: EvalRequest, request: Request) -> Any:
         from apps.rag.eval import run_and_record
 
+        collection = scoped(request, collection)
         meta = call(lambda: svc().meta(collection))
         if not meta.get("questions"):
             raise APIError(400, f"collection {collection!r} has no question set; ingest with --questions first")
@@ -203,5 +248,6 @@ def build_app(args: dict[str, Any]) -> Any:
     opts = res.serve_options("RagIngress", num_replicas=1 if not config.rag.qdrant_url else (res.num_replicas or 1))
     opts.pop("autoscaling_config", None)  # fixed replicas: the embedded store has a single writer
     from apps.common import config_ingress_app
+    from deployments.secrets import with_secrets
 
-    return config_ingress_app(_create_served_app, opts, config)
+    return config_ingress_app(_create_served_app, with_secrets(opts, [config.rag.qdrant_api_key_env]), config)

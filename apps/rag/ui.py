@@ -29,7 +29,7 @@ def upload_files(client: Any, collection: str, paths: list[str], chunking: str |
         params = {"filename": os.path.basename(p)} | ({"chunking": chunking} if chunking else {})
         try:
             with open(p, "rb") as f:
-                rep = client.request("POST", f"{PREFIX}/{collection}/upload", params=params, content=f.read())
+                rep = client.upload(f"{PREFIX}/{collection}/upload", f.read(), params)
             skipped = "; ".join(f"{os.path.basename(k)}: {v}" for k, v in rep["skipped"].items())
             lines.append(f"- **{os.path.basename(p)}**: {rep['chunks']} chunks" + (f" (skipped: {skipped})" if skipped else ""))
         except Exception as e:
@@ -91,13 +91,14 @@ def build_tab(ctx: Any) -> None:
         refresh = gr.Button("↻", scale=0)
         chunking = gr.Radio(["structure", "recursive", "fixed"], value="structure", label="Chunking (new collection)")
     with gr.Accordion("Add documents", open=True):
-        files = gr.File(file_count="multiple", label="Markdown, text, reST, HTML or PDF", type="filepath")
+        files = gr.File(file_count="multiple", label="Markdown, text, reST, HTML or PDF", type="filepath",
+                        elem_id="rag-files")
         folder = gr.Textbox(label="…or a folder on the server (must be under rag.ingest_roots)")
-        ingest_btn = gr.Button("Ingest", variant="primary")
-        ingest_out = gr.Markdown()
+        ingest_btn = gr.Button("Ingest", variant="primary", elem_id="rag-ingest")
+        ingest_out = gr.Markdown(elem_id="rag-ingest-out")
     with gr.Row():
         question = gr.Textbox(label="Question", scale=4, elem_id="rag-question")
-        ask_btn = gr.Button("Ask", variant="primary", scale=1)
+        ask_btn = gr.Button("Ask", variant="primary", scale=1, elem_id="rag-ask")
     with gr.Row():
         k = gr.Slider(1, 20, value=5, step=1, label="k")
         mode = gr.Radio(["hybrid", "dense", "sparse"], value="hybrid", label="Retrieval")

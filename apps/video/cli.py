@@ -1,4 +1,8 @@
-"""`conductor video ingest|search|analyze|list` — JSON on stdout with --json, logs and progress on stderr."""
+"""`conductor video ingest|search|analyze|list` — JSON on stdout with --json, logs and progress on stderr.
+
+While a Conductor server runs, every command goes through its /v1/video API (the server owns the embedded store;
+nothing is loaded here); without one, the command opens the store itself.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +32,34 @@ def _index(cfg):
         return VideoIndex(cfg.video)
     except RuntimeError as e:  # e.g. the embedded store is locked by a running server
         raise click.ClickException(f"cannot open the video store: {e}") from None
+
+
+def _server() -> Any:
+    from apps.client import running_server
+
+    return running_server(timeout=3600)
+
+
+def _call(client: Any, method: str, path: str, **kw: Any) -> Any:
+    from apps.client import ConductorAPIError
+
+    try:
+        return client.request(method, path, **kw)
+    except ConductorAPIError as e:
+        raise click.ClickException(e.message) from None
+    except Exception as e:  # the server went away mid-call
+        raise click.ClickException(f"the Conductor server at {client.base_url} failed: {type(e).__name__}") from None
+
+
+def _upload(client: Any, paths: list[str]) -> list[dict[str, Any]]:
+    from pathlib import Path
+
+    out = []
+    for i, p in enumerate(paths):
+        _progress(i / max(1, len(paths)), f"uploading {Path(p).name} to {client.base_url}")
+        out.append(_call(client, "POST", "/v1/video/ingest", params={"name": Path(p).name},
+                         content=Path(p).read_bytes(), headers={"content-type": "application/octet-stream"}))
+    return out
 
 
 def _progress(fraction: float, message: str) -> None:
@@ -72,13 +104,18 @@ def ingest(target: str, ray_mode: bool, workers: int, address: str | None, force
         paths = expand_inputs(target)
     except ProbeError as e:
         raise click.ClickException(str(e)) from None
-    index = _index(_config(data_dir))
-    try:
-        recs = _ingest(index, paths, ray_mode, workers, address, force)
-    finally:
-        index.close()
-    out = [{"video": r["video"], "name": r["name"], "duration": r["duration"], "segments": len(r["scenes"])}
-           for r in recs]
+    client = None if data_dir else _server()
+    if client is not None:
+        with client:
+            out = _upload(client, paths)
+    else:
+        index = _index(_config(data_dir))
+        try:
+            recs = _ingest(index, paths, ray_mode, workers, address, force)
+        finally:
+            index.close()
+        out = [{"video": r["video"], "name": r["name"], "duration": r["duration"], "segments": len(r["scenes"])}
+               for r in recs]
     _emit(out, as_json, "\n".join(f"{r['video']}  {r['name']}  {r['duration']:.1f}s  {r['segments']} segments"
                                   for r in out))
 
@@ -93,13 +130,19 @@ def search(query: str, video_id: str | None, top: int, data_dir: str | None, as_
     """Find moments matching QUERY (speech, on-screen text, visuals)."""
     if not query.strip():
         raise click.UsageError("QUERY is empty")
-    index = _index(_config(data_dir))
-    try:
-        if video_id and index.record(video_id) is None:
-            raise click.ClickException(f"unknown video id {video_id!r} (see `conductor video list`)")
-        hits = index.search(query, video_id, top)
-    finally:
-        index.close()
+    client = None if data_dir else _server()
+    if client is not None:
+        with client:
+            body = {"query": query, "k": top, **({"video": video_id} if video_id else {})}
+            hits = _call(client, "POST", "/v1/video/search", json=body)["data"]
+    else:
+        index = _index(_config(data_dir))
+        try:
+            if video_id and index.record(video_id) is None:
+                raise click.ClickException(f"unknown video id {video_id!r} (see `conductor video list`)")
+            hits = index.search(query, video_id, top)
+        finally:
+            index.close()
     _emit(hits, as_json, "\n".join(f"{h['score']:.3f}  {h['name']}  {h['start']:.2f}-{h['end']:.2f}s  "
                                    f"[{','.join(h['why']) or '-'}]  {(h['transcript'] or h['ocr'])[:60]}"
                                    for h in hits) or "no matches")
@@ -119,6 +162,13 @@ def analyze(file: str, llm: bool, base_url: str | None, model: str | None, ray_m
     from apps.video.analyze import analysis
 
     cfg = _config(data_dir)
+    server = None if data_dir else _server()
+    if server is not None:
+        with server:
+            vid = _upload(server, [file])[0]["video"]
+            doc = _call(server, "GET", f"/v1/video/videos/{vid}", params={"summary": str(llm).lower()})
+        _emit(doc, as_json, _analysis_text(doc))
+        return
     index = _index(cfg)
     try:
         rec = _ingest(index, [file], ray_mode, 2, None, False)[0]
@@ -130,10 +180,14 @@ def analyze(file: str, llm: bool, base_url: str | None, model: str | None, ray_m
 
         client = ConductorClient(base_url=base_url, timeout=60)
     doc = analysis(rec, client, model or cfg.video.chat_model or cfg.default_model)
+    _emit(doc, as_json, _analysis_text(doc))
+
+
+def _analysis_text(doc: dict[str, Any]) -> str:
     text = [f"{doc['name']}: {doc['duration']:.1f}s, {len(doc['scenes'])} scenes", f"summary ({doc['summary_source']}):",
             f"  {doc['summary']}", "key moments:"] + [f"  {m['t']:7.2f}s  {m['kind']:12s} {m['label']}"
                                                      for m in doc["key_moments"]]
-    _emit(doc, as_json, "\n".join(text))
+    return "\n".join(text)
 
 
 @video.command(name="list")
@@ -141,11 +195,16 @@ def analyze(file: str, llm: bool, base_url: str | None, model: str | None, ray_m
 @click.option("--json", "as_json", is_flag=True)
 def list_videos(data_dir: str | None, as_json: bool) -> None:
     """Videos in the library."""
-    index = _index(_config(data_dir))
-    try:
-        vids = index.videos()
-    finally:
-        index.close()
+    client = None if data_dir else _server()
+    if client is not None:
+        with client:
+            vids = _call(client, "GET", "/v1/video/videos")["data"]
+    else:
+        index = _index(_config(data_dir))
+        try:
+            vids = index.videos()
+        finally:
+            index.close()
     _emit(vids, as_json, "\n".join(f"{v['video']}  {v['name']}  {v['duration']:.1f}s" for v in vids) or "empty")
 
 

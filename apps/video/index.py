@@ -9,7 +9,9 @@ names the modalities that matched.
 from __future__ import annotations
 
 import json
+import logging
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,14 @@ from apps.video.pipeline import Progress, file_id, run_local, run_ray
 from apps.video.probe import ProbeError, probe
 from apps.video.store import TEXT_VECTORS, VideoStore
 from cluster.config import VideoConfig, expand_path
+from cluster.files import atomic_write_json, read_json, read_json_records
+
+log = logging.getLogger("conductor.video")
+
+
+def owners(rec: dict[str, Any]) -> list[str]:
+    """Users a video belongs to; records made by the local CLI (no user) belong to the local user."""
+    return list(rec.get("owners") or ["local"])
 
 VIDEO_EXTS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".y4m", ".flv", ".wmv"}
 MIN_SCORE = 0.2  # below this cosine a modality is not called a match
@@ -58,6 +68,7 @@ class VideoIndex:
 
         self.vc = vc
         self.root = expand_path(vc.data_dir)
+        self._owners_lock = threading.Lock()
         self.embedder = shared_embedder(vc.embedding_model)
         clip_dim = None
         if vc.vision_model:
@@ -101,7 +112,7 @@ class VideoIndex:
             self.store.delete_video(vid)
             self.store.upsert([self._point(r) for r in segs])
             rec = build_record(vid, segs, self.root / "thumbs" / vid)
-            (self.root / "videos" / f"{vid}.json").write_text(json.dumps(rec))
+            atomic_write_json(self.root / "videos" / f"{vid}.json", rec)
             records.append(rec)
         return records
 
@@ -117,15 +128,27 @@ class VideoIndex:
     def record(self, video: str) -> dict[str, Any] | None:
         if not re.fullmatch(r"[0-9a-f]{16}", video or ""):
             return None
-        p = self.root / "videos" / f"{video}.json"
-        return json.loads(p.read_text()) if p.is_file() else None
+        return read_json(self.root / "videos" / f"{video}.json")
 
-    def videos(self) -> list[dict[str, Any]]:
+    def videos(self, owner: str | None = None) -> list[dict[str, Any]]:
+        """The library, or only `owner`'s videos when given."""
         out = []
-        for p in sorted((self.root / "videos").glob("*.json")):
-            r = json.loads(p.read_text())
-            out.append({k: r[k] for k in ("video", "name", "duration")} | {"segments": len(r["scenes"])})
+        for p, r in read_json_records(sorted((self.root / "videos").glob("*.json"))):
+            try:
+                if owner is not None and owner not in owners(r):
+                    continue
+                out.append({k: r[k] for k in ("video", "name", "duration")} | {"segments": len(r["scenes"])})
+            except (KeyError, TypeError):
+                log.warning("skipping malformed video record %s", p)
         return out
+
+    def add_owner(self, video: str, user: str) -> None:
+        """Give `user` the video (the same bytes uploaded by two users are stored once, owned by both)."""
+        with self._owners_lock:
+            rec = self.record(video)
+            if rec is not None and user not in rec.get("owners", []):
+                rec["owners"] = rec.get("owners", []) + [user]  # a new record has none yet
+                atomic_write_json(self.root / "videos" / f"{video}.json", rec)
 
     # --- search ---------------------------------------------------------------------------------------------
     def search(self, query: str, video: str | None = None, k: int = 5) -> list[dict[str, Any]]:

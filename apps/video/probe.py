@@ -43,8 +43,12 @@ class MediaInfo(BaseModel):
 
 
 def ffmpeg_options(limits: VideoLimits) -> dict[str, str]:
-    """Options that bound how much FFmpeg reads and analyses while opening a file."""
+    """Options that bound how much FFmpeg reads and analyses while opening a file, and what it may open: the
+    file itself only (no http/tcp/concat/hls reaching the network or other files) and only container formats on
+    the allowlist (a playlist or concat script is refused before its demuxer runs)."""
     return {
+        "protocol_whitelist": "file",
+        "format_whitelist": ",".join(limits.formats),
         "probesize": str(limits.probe_bytes),
         "analyzeduration": str(int(limits.probe_duration_s * 1_000_000)),
         "fpsprobesize": "5",

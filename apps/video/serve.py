@@ -117,12 +117,10 @@ def make_app(config: ConductorConfig):
     """The FastAPI app (built inside the replica; also used directly by in-process tests)."""
     from fastapi import FastAPI
 
-    from apps.common import APIError, install_common, read_json_body
+    from apps.common import APIError, install_common, raw_upload, read_json_body
 
     app = FastAPI(title="Conductor video")
-    # The common guard's body cap would refuse every video: uploads get their own (larger) cap, and JSON routes
-    # read their bodies through read_json_body with the server's normal JSON limit.
-    install_common(app, config, max_body_bytes=upload_limit(config))
+    install_common(app, config)  # the upload route streams under its own cap (raw_upload), JSON routes under 1 MiB
     svc = VideoService(config)
     app.state.video = svc
 
@@ -131,8 +129,11 @@ def make_app(config: ConductorConfig):
         return {"status": "ok"}
 
     @app.post("/ingest", response_model=IngestResponse)
+    @raw_upload("application/octet-stream", "video/*")
     async def ingest(request: Request, name: str = "upload.mp4") -> dict[str, Any]:
         from starlette.concurrency import run_in_threadpool
+
+        from apps.security import request_user
 
         path = await _save_upload(request, svc.uploads, name, upload_limit(config))
         try:
@@ -140,6 +141,7 @@ def make_app(config: ConductorConfig):
         except BaseException:
             path.unlink(missing_ok=True)
             raise
+        svc.index.add_owner(rec["video"], request_user(request))
         return {"video": rec["video"], "name": rec["name"], "duration": rec["duration"],
                 "segments": len(rec["scenes"])}
 
@@ -155,33 +157,45 @@ def make_app(config: ConductorConfig):
             err = e.errors()[0]
             where = ".".join(str(x) for x in err["loc"])
             raise APIError(400, f"{where}: {err['msg']}", param=where or None) from None
-        return await run_in_threadpool(_search, svc, body)
+        return await run_in_threadpool(_search, svc, body, _viewer(config, request))
 
     return _add_library_routes(app, svc, config)
 
 
-def _search(svc: VideoService, body: SearchRequest) -> dict[str, Any]:
+def _viewer(config: ConductorConfig, request: Request) -> str | None:
+    """Whose videos this request may see: its user's, or everyone's (None) for an admin."""
+    from apps.security import is_admin, request_user
+
+    user = request_user(request)
+    return None if is_admin(config, user) else user
+
+
+def _search(svc: VideoService, body: SearchRequest, viewer: str | None) -> dict[str, Any]:
     from apps.common import APIError
 
     if not body.query.strip():
         raise APIError(400, "query is empty", param="query")
-    if body.video and svc.index.record(body.video) is None:
+    if body.video and _record(svc, body.video, viewer) is None:
         raise APIError(404, f"unknown video id {body.video!r}", param="video")
-    return {"object": "list", "data": svc.index.search(body.query, body.video, body.k)}
+    if viewer is None:
+        return {"object": "list", "data": svc.index.search(body.query, body.video, body.k)}
+    mine = {v["video"] for v in svc.index.videos(owner=viewer)}
+    hits = svc.index.search(body.query, body.video, min(100, body.k * 10)) if mine else []
+    return {"object": "list", "data": [h for h in hits if h["video"] in mine][:body.k]}
 
 
 def _add_library_routes(app, svc: VideoService, config: ConductorConfig):
     from apps.common import APIError
 
     @app.get("/videos")
-    def videos() -> dict[str, Any]:
-        return {"object": "list", "data": svc.index.videos()}
+    def videos(request: Request) -> dict[str, Any]:
+        return {"object": "list", "data": svc.index.videos(owner=_viewer(config, request))}
 
     @app.get("/videos/{video}")
-    def video(video: str, summary: bool = False, inline_thumbnails: bool = False) -> dict[str, Any]:
+    def video(video: str, request: Request, summary: bool = False, inline_thumbnails: bool = False) -> dict[str, Any]:
         from apps.video.analyze import analysis
 
-        rec = _record(svc, video)
+        rec = _record(svc, video, _viewer(config, request))
         client = None
         if summary:
             from apps.client import ConductorClient
@@ -199,8 +213,8 @@ def _add_library_routes(app, svc: VideoService, config: ConductorConfig):
         return doc
 
     @app.get("/videos/{video}/thumbnails/{index}.jpg")
-    def thumbnail(video: str, index: int) -> FileResponse:
-        rec = _record(svc, video)
+    def thumbnail(video: str, index: int, request: Request) -> FileResponse:
+        rec = _record(svc, video, _viewer(config, request))
         if not 0 <= index < len(rec["scenes"]):
             raise APIError(404, f"video {video} has no segment {index}")
         return FileResponse(rec["scenes"][index]["thumbnail"], media_type="image/jpeg")
@@ -208,11 +222,13 @@ def _add_library_routes(app, svc: VideoService, config: ConductorConfig):
     return app
 
 
-def _record(svc: VideoService, video: str) -> dict[str, Any]:
+def _record(svc: VideoService, video: str, viewer: str | None) -> dict[str, Any]:
+    """The video's record if `viewer` owns it (None: an admin). Another user's video is as unknown as none."""
     from apps.common import APIError
+    from apps.video.index import owners
 
     rec = svc.index.record(video)
-    if rec is None:
+    if rec is None or (viewer is not None and viewer not in owners(rec)):
         raise APIError(404, f"unknown video id {video!r}")
     return rec
 
@@ -272,11 +288,11 @@ def build_app(args: dict[str, Any]):
 
     # The embedded Qdrant store allows one process: one replica unless a Qdrant server is configured.
     replicas = res.num_replicas or (1 if not config.video.qdrant_url else None)
-    opts: dict[str, Any] = {"ray_actor_options": {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus},
-                            "max_ongoing_requests": res.max_ongoing_requests}
+    from deployments.secrets import with_secrets
+
+    opts = res.serve_options("Video", **({"num_replicas": replicas} if replicas else {}))
     if replicas:
-        opts["num_replicas"] = replicas
-    else:
-        opts["autoscaling_config"] = res.autoscaling.model_dump()
+        opts.pop("autoscaling_config", None)
+    opts = with_secrets(opts, [config.video.qdrant_api_key_env, config.video.caption_api_key_env])
     # FastAPI is built inside the replica (a module-level app with routes does not pickle).
-    return serve.deployment(name="Video", **opts)(serve.ingress(builder)()).bind()
+    return serve.deployment(**opts)(serve.ingress(builder)()).bind()

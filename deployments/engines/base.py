@@ -61,6 +61,10 @@ class Engine(ABC):
     async def check_health(self) -> None:
         """Raise if the engine cannot serve."""
 
+    def stats(self) -> dict[str, Any]:
+        """What the engine is doing now (`active` generations), for /v1/status and the disconnect tests."""
+        return {}
+
     def count_tokens(self, text: str) -> int:
         """Best-effort prompt size for limits before generation; engines with a tokenizer override this."""
         return max(1, len(text) // 4)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from deployments.engines.base import Engine, EngineError
@@ -20,6 +21,7 @@ _DONE = object()
 
 class LlamaCppEngine(Engine):
     server: Any = None
+    active = 0  # generations running in llama.cpp right now (a client that left must bring this back down)
 
     async def start(self) -> None:
         try:
@@ -29,12 +31,32 @@ class LlamaCppEngine(Engine):
         path = resolve_model_spec(self.config.model or "packaged:smollm2")
         p = xllamacpp.CommonParams()
         p.model.path = path
-        p.n_ctx = self.config.context_length
+        # Parallel slots are llama.cpp's continuous batching: concurrent requests decode together. Each slot gets
+        # the configured context, so the whole KV cache holds slots × context_length tokens.
+        self.slots = int(self.config.options.get("n_parallel", self.config.parallel_slots))
+        p.n_parallel = self.slots
+        p.n_ctx = self.config.context_length * self.slots
         p.cpuparams.n_threads = p.cpuparams_batch.n_threads = self.config.threads
-        if "n_parallel" in self.config.options:
-            p.n_parallel = int(self.config.options["n_parallel"])
         self.model_path = path
+        # Whole (non-streamed) calls block a thread each: a pool as wide as the slots, not asyncio's default 6.
+        self.pool = ThreadPoolExecutor(max_workers=max(4, self.slots * 2), thread_name_prefix="llamacpp")
+        self._lock = threading.Lock()
         self.server = await asyncio.to_thread(xllamacpp.Server, p)
+
+    def _busy(self, delta: int) -> None:
+        with self._lock:
+            self.active += delta
+
+    def _call(self, fn: Any, req: dict[str, Any]) -> Any:
+        self._busy(1)
+        try:
+            return fn(req)
+        finally:
+            self._busy(-1)
+
+    async def _whole(self, fn: Any, req: dict[str, Any]) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        return self._check(await loop.run_in_executor(self.pool, self._call, fn, req))
 
     def _prepare(self, request: dict[str, Any]) -> dict[str, Any]:
         req = {k: v for k, v in request.items() if v is not None and k not in ("model", "user")}
@@ -52,12 +74,12 @@ class LlamaCppEngine(Engine):
     async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
         req = self._prepare(request)
         req["stream"] = False
-        return self._check(await asyncio.to_thread(self.server.handle_chat_completions, req))
+        return await self._whole(self.server.handle_chat_completions, req)
 
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
         req = self._prepare(request)
         req["stream"] = False
-        return self._check(await asyncio.to_thread(self.server.handle_completions, req))
+        return await self._whole(self.server.handle_completions, req)
 
     def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         return self._stream(self.server.handle_chat_completions, request)
@@ -78,6 +100,7 @@ class LlamaCppEngine(Engine):
             return cancelled.is_set()  # True asks llama.cpp to stop generating (client went away)
 
         def run() -> None:
+            self._busy(1)
             try:
                 result = fn(req, on_chunk)
                 if isinstance(result, dict) and "error" in result:
@@ -85,6 +108,7 @@ class LlamaCppEngine(Engine):
             except Exception as e:  # surfaced to the consumer below
                 loop.call_soon_threadsafe(queue.put_nowait, e)
             finally:
+                self._busy(-1)
                 loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
         worker = threading.Thread(target=run, daemon=True, name="llamacpp-stream")
@@ -107,6 +131,9 @@ class LlamaCppEngine(Engine):
     async def check_health(self) -> None:
         if self.server is None:
             raise EngineError(503, "llama.cpp engine not started")
+
+    def stats(self) -> dict[str, Any]:
+        return {"active": self.active, "slots": getattr(self, "slots", 1)}
 
     async def stop(self) -> None:
         self.server = None  # the C++ server shuts down when collected

@@ -24,7 +24,7 @@ def served(tmp_path):
     store = TraceStore(tmp_path)
     app = create_app(config, lambda model: build_runner(config, base_url=srv.base_url, api_key="k",
                                                         model=model, registry=reg, store=store))
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         yield client, srv
     srv.__exit__(None, None, None)
 

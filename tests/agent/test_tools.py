@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import time
 
 import pytest
@@ -94,9 +95,14 @@ LIMITS = SandboxLimits(wall_s=4, cpu_s=2, memory_mb=128, max_output_bytes=2000)
 
 
 def test_sandbox_runs_code_in_a_throwaway_dir():
+    import glob
+    import tempfile
+
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "conductor-sandbox-*")))
     r = run_python("import os; print(6 * 7); print(os.getcwd()); open('f.txt', 'w').write('x')", LIMITS)
     assert r.exit_code == 0 and r.stdout.splitlines()[0] == "42" and r.killed_reason is None
-    assert not os.path.exists(r.stdout.splitlines()[1])  # deleted afterwards
+    assert r.stdout.splitlines()[1] == "/box"
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "conductor-sandbox-*"))) == before  # deleted afterwards
 
 
 @pytest.mark.parametrize("code,reason", [
@@ -116,13 +122,96 @@ def test_sandbox_limits(code, reason):
     assert len(r.stdout) < 2100
 
 
-def test_sandbox_has_no_network():
-    if not network_isolation_available():
-        with pytest.raises(RuntimeError, match="network isolation is unavailable"):
+@pytest.fixture(scope="module")
+def sandbox():
+    from apps.agent.sandbox import sandbox_problem
+
+    problem = sandbox_problem()
+    if problem:  # the tool then refuses to run at all (tested below); these checks need the real sandbox
+        pytest.skip(problem)
+
+
+def test_without_bubblewrap_the_tool_is_unavailable(monkeypatch):
+    from apps.agent import sandbox as sb
+
+    monkeypatch.setattr(sb.shutil, "which", lambda _name: None)
+    sb.sandbox_problem.cache_clear()
+    try:
+        with pytest.raises(sb.SandboxUnavailable, match="bubblewrap is not installed"):
             run_python("print(1)", LIMITS)
-        return
-    r = run_python("import socket\ntry:\n    socket.create_connection(('1.1.1.1', 53), timeout=2)\n    print('online')\n"
-                   "except OSError as e:\n    print('offline', e.errno)", LIMITS)
+    finally:
+        monkeypatch.undo()
+        sb.sandbox_problem.cache_clear()
+
+
+@pytest.fixture()
+def listener():
+    """A real TCP listener and a real Unix socket on the host; the test checks nothing reached them."""
+    import socket
+    import tempfile
+
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen(4)
+    tcp.settimeout(0.5)
+    path = os.path.join(tempfile.mkdtemp(), "s.sock")
+    uds = socket.socket(socket.AF_UNIX)
+    uds.bind(path)
+    uds.listen(4)
+    uds.settimeout(0.5)
+    yield tcp.getsockname()[1], path, (tcp, uds)
+    tcp.close()
+    uds.close()
+
+
+def _nothing_connected(socks) -> bool:
+    for s in socks:
+        try:
+            s.accept()
+            return False
+        except OSError:
+            pass
+    return True
+
+
+def test_sandbox_cannot_reach_the_host(sandbox, listener, tmp_path):
+    port, uds_path, socks = listener
+    secret = tmp_path / "other-user-upload.md"
+    secret.write_text("private")
+    checks = {
+        "ray token": f"open({str(Path('~/.ray/auth_token').expanduser())!r}).read()",
+        "shadow": "open('/etc/shadow').read()",
+        "another upload": f"open({str(secret)!r}).read()",
+        "ray session": "import os; os.listdir('/tmp/ray')",
+        "tcp": f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2)",
+        "serve port": "import socket; socket.create_connection(('127.0.0.1', 8000), timeout=2)",
+        "unix socket": f"import socket; s = socket.socket(socket.AF_UNIX); s.connect({uds_path!r})",
+        "write outside": "open('/usr/evil', 'w').write('x')",
+        "write tmp": "open('/tmp/evil', 'w').write('x')",
+        "write root": "open('/evil', 'w').write('x')",
+    }
+    for name, code in checks.items():
+        r = run_python(code, LIMITS)
+        assert r.exit_code != 0 and ("Error" in r.stderr), (name, r.exit_code, r.stdout, r.stderr[-300:])
+    assert _nothing_connected(socks)
+    assert not Path("/usr/evil").exists() and not Path("/evil").exists()
+
+
+def test_a_setsid_child_does_not_outlive_the_run(sandbox, tmp_path):
+    import subprocess
+
+    code = ("import os, time\npid = os.fork()\nif pid == 0:\n    os.setsid()\n    time.sleep(30)\n"
+            "    os._exit(0)\nprint('child', pid)")
+    r = run_python(code, LIMITS)
+    assert r.exit_code == 0 and r.stdout.startswith("child")
+    time.sleep(0.5)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "time.sleep(30)" not in ps and "/box/main.py" not in ps
+
+
+def test_sandbox_has_no_network(sandbox):
+    r = run_python("import socket\ntry:\n    socket.create_connection(('127.0.0.1', 8000), timeout=2)\n"
+                   "    print('online')\nexcept OSError as e:\n    print('offline', e.errno)", LIMITS)
     assert r.stdout.startswith("offline") and r.network_isolated
 
 

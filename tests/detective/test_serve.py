@@ -9,10 +9,12 @@ from apps.detective.serve import create_app
 from cluster.config import ConductorConfig
 from deployments import packaged
 
+OCTET = {"content-type": "application/octet-stream"}  # upload routes refuse text/plain and forms
+
 
 def _client(**detective) -> TestClient:
     config = ConductorConfig.model_validate({"detective": detective})
-    return TestClient(create_app(config))
+    return TestClient(create_app(config), base_url="http://127.0.0.1")
 
 
 def test_detect_by_path():
@@ -25,20 +27,20 @@ def test_detect_by_path():
 def test_upload_and_limits(zoo, tmp_path):
     model = zoo("qwen3", hide="remove") / "model.safetensors"
     client = _client(max_upload_bytes=50 * 2**20)
-    r = client.post("/upload", params={"filename": "mystery.safetensors"}, content=model.read_bytes())
+    r = client.post("/upload", params={"filename": "mystery.safetensors"}, headers=OCTET, content=model.read_bytes())
     assert r.status_code == 200, r.text
     assert r.json()["family"] == "qwen3" and r.json()["path"] == "mystery.safetensors"
     small = _client(max_upload_bytes=4096)
-    assert small.post("/upload", params={"filename": "m.safetensors"}, content=model.read_bytes()).status_code == 413
-    assert client.post("/upload", params={"filename": "m.bin"}, content=b"x" * 100).status_code == 415
-    bad = client.post("/upload", params={"filename": "m.safetensors"}, content=b"definitely not a model" * 10)
+    assert small.post("/upload", params={"filename": "m.safetensors"}, headers=OCTET, content=model.read_bytes()).status_code == 413
+    assert client.post("/upload", params={"filename": "m.bin"}, headers=OCTET, content=b"x" * 100).status_code == 415
+    bad = client.post("/upload", params={"filename": "m.safetensors"}, headers=OCTET, content=b"definitely not a model" * 10)
     assert bad.status_code == 400 and "not a safetensors" in bad.json()["error"]["message"]
 
 
 def test_bare_prefix_is_served_without_redirect():
     """Serve mounts the app at /v1/detect: `POST /v1/detect` (no trailing slash) must reach the detect route."""
     app = create_app(ConductorConfig())
-    client = TestClient(app, root_path="/v1/detect", follow_redirects=False)
+    client = TestClient(app, root_path="/v1/detect", follow_redirects=False, base_url="http://127.0.0.1")
     r = client.post("/v1/detect", json={"path": str(packaged.minilm_dir())})
     assert r.status_code == 200 and r.json()["family"] == "bert"
 
@@ -57,7 +59,8 @@ def test_path_roots(tmp_path):
     r = client.post("/", json={"path": str(packaged.minilm_dir())})
     assert r.status_code == 403 and "path_roots" in r.json()["error"]["message"]
     exposed = TestClient(create_app(ConductorConfig.model_validate({"server": {"host": "0.0.0.0",
-                                                                              "require_api_key": False}})))
+                                                                              "require_api_key": False}})),
+                         base_url="http://127.0.0.1")
     assert exposed.post("/", json={"path": str(packaged.minilm_dir())}).status_code == 403
 
 

@@ -1,4 +1,5 @@
-"""`conductor up --detach` / status / job submit / down as a user runs them, in real subprocesses.
+"""`conductor up --detach` / status / job submit / down as a newcomer runs them: real subprocesses and a HOME with
+nothing in it (no ~/.ray token, no caches), so a missing first-run step can never hide behind an earlier test.
 
 Runs in its own pytest invocation after the main suite (`make test` does this): `conductor down` ends with
 `ray stop`, which stops every Ray process of this user, the test session's own cluster included.
@@ -9,15 +10,20 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 pytestmark = pytest.mark.lifecycle
-CONDUCTOR = str(Path(sys.executable).with_name("conductor"))
+BIN = Path(sys.executable).parent
+CONDUCTOR = str(BIN / "conductor")
+USER_KEY = "plain-user-key-5b1f0e"  # set in the operator's environment; must reach no Ray process in plain text
+HOSTED_KEY = "sk-hosted-secret-7c2d9a"
 
 
 def _port() -> int:
@@ -29,14 +35,21 @@ def _port() -> int:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("life")
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("CONDUCTOR", "RAY_ADDRESS"))}
+    home = tmp / "home"
+    home.mkdir()
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("CONDUCTOR", "RAY_"))}
     e.update({
+        "HOME": str(home),  # a fresh HOME: no ~/.ray/auth_token, no caches
         "CONDUCTOR__SERVER__PORT": str(_port()), "CONDUCTOR__RAY__DASHBOARD_PORT": str(_port()),
-        "CONDUCTOR__RAY__METRICS_EXPORT_PORT": str(_port()), "CONDUCTOR__RAY__NUM_CPUS": "4",
+        "CONDUCTOR__RAY__METRICS_EXPORT_PORT": str(_port()),
         "CONDUCTOR__RAG__DATA_DIR": str(tmp / "rag"), "CONDUCTOR__VIDEO__DATA_DIR": str(tmp / "video"),
         "CONDUCTOR__AGENT__DATA_DIR": str(tmp / "agent"), "CONDUCTOR__TRAINING__RUNS_DIR": str(tmp / "runs"),
+        # Keys are known but not required (loopback): their plain text must still stay out of every Ray process.
+        "CONDUCTOR_API_KEYS": f"alice:{USER_KEY}", "CONDUCTOR__SERVER__REQUIRE_API_KEY": "false",
+        "OPENAI_API_KEY": HOSTED_KEY,
     })
-    subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], env=e, capture_output=True)
+    subprocess.run([str(BIN / "ray"), "stop", "--force"], env=e, capture_output=True)
+    assert not (home / ".ray" / "auth_token").exists()
     r = subprocess.run([CONDUCTOR, "up", "--detach"], env=e, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     e["_UP_OUTPUT"] = r.stdout
@@ -44,12 +57,22 @@ def env(tmp_path_factory):
     subprocess.run([CONDUCTOR, "down"], env=e, capture_output=True, timeout=300)
 
 
+def _base(env) -> str:
+    return f"http://127.0.0.1:{env['CONDUCTOR__SERVER__PORT']}"
+
+
+def test_a_fresh_home_gets_a_private_ray_token(env):
+    token = Path(env["HOME"]) / ".ray" / "auth_token"
+    assert token.is_file() and len(token.read_text().strip()) >= 32
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+
+
 def test_up_prints_urls_and_serves_on_loopback(env):
     port = env["CONDUCTOR__SERVER__PORT"]
     assert f"http://127.0.0.1:{port}/ui/" in env["_UP_OUTPUT"]
-    base = f"http://127.0.0.1:{port}"
+    base = _base(env)
     assert httpx.get(base + "/healthz").status_code == 200
-    # Loopback without user keys: no key needed, and the OpenAI SDK works unchanged.
+    # Loopback without required keys: no key needed, and the OpenAI SDK works unchanged.
     import openai
 
     out = openai.OpenAI(base_url=base + "/v1", api_key="unused").chat.completions.create(
@@ -63,8 +86,61 @@ def test_up_prints_urls_and_serves_on_loopback(env):
 def test_dashboard_requires_the_ray_token(env):
     dash = f"http://127.0.0.1:{env['CONDUCTOR__RAY__DASHBOARD_PORT']}"
     assert httpx.get(dash + "/api/version").status_code == 401
-    token = Path("~/.ray/auth_token").expanduser().read_text().strip()
+    token = (Path(env["HOME"]) / ".ray" / "auth_token").read_text().strip()
     assert httpx.get(dash + "/api/version", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_every_port_is_loopback_or_refuses_without_the_token(env):
+    """Each listening socket of this user's processes: bound to loopback, or it refuses a request with no token."""
+    listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+    exposed = []
+    for line in listening.splitlines():
+        local, procs = line.split()[3], line.split(None, 5)[-1] if len(line.split()) > 5 else ""
+        host, port = local.rsplit(":", 1)
+        if host.strip("[]") in ("127.0.0.1", "::1") or host.startswith("127."):
+            continue
+        if not any(p in procs for p in ("ray", "gcs_server", "raylet", "python", "conductor")):
+            continue  # not ours (sshd, the machine's own services)
+        exposed.append(int(port))
+    for port in exposed:
+        for path in ("/", "/metrics", "/api/version"):
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=3)
+            except httpx.HTTPError:
+                continue  # not HTTP, or refused: gRPC ports that need the token
+            assert r.status_code in (401, 403, 404), (port, path, r.status_code, r.text[:200])
+
+
+def test_no_ray_process_holds_a_plaintext_key(env):
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if b"ray" not in cmd and b"RAY_" not in environ:
+            continue
+        if pid == str(os.getpid()):
+            continue
+        for key in (USER_KEY, HOSTED_KEY):
+            if key.encode() in environ or key.encode() in cmd:
+                found.append((pid, cmd[:80], key))
+    assert not found, found
+
+
+def test_keyless_loopback_refuses_cross_site_requests(env):
+    base = _base(env)
+    r = httpx.get(base + "/v1/models", headers={"Host": "attacker.example"})
+    assert r.status_code == 403  # DNS rebinding: a foreign Host name
+    r = httpx.post(base + "/v1/rag/xsite/upload", params={"filename": "a.md"}, content=b"# hi\n\ntext",
+                   headers={"Origin": "http://attacker.example", "Content-Type": "text/plain"})
+    assert r.status_code == 403  # a page on another site
+    r = httpx.post(base + "/v1/rag/xsite/upload", params={"filename": "a.md"}, content=b"# hi\n\ntext",
+                   headers={"Origin": base, "Content-Type": "text/plain"})
+    assert r.status_code == 415  # a form type: refused even from the UI's own origin
+    assert "xsite" not in httpx.get(base + "/v1/rag/collections").text
+    assert httpx.get(base + "/v1/models", headers={"Host": "localhost"}).status_code == 200
 
 
 def test_status_json_lists_running_apps(env):
@@ -80,6 +156,51 @@ def test_job_submit_uses_the_token(env, tmp_path):
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "hello from a ray job" in r.stdout
+
+
+def test_readme_ray_job_submit_works_as_written(env, tmp_path):
+    """README: `RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 ...` (our port here)."""
+    (tmp_path / "hi.py").write_text("print('plain ray cli job')\n")
+    cmd = (f"RAY_AUTH_MODE=token {BIN / 'ray'} job submit --address "
+           f"http://127.0.0.1:{env['CONDUCTOR__RAY__DASHBOARD_PORT']} --working-dir {tmp_path} -- python hi.py")
+    r = subprocess.run(cmd, shell=True, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "plain ray cli job" in r.stdout
+
+
+def test_training_runs_beside_the_whole_stack(env, tmp_path):
+    """Every app deployed on 2 cores, then a training run as a Ray job: it starts and finishes."""
+    r = subprocess.run([CONDUCTOR, "job", "submit", "--working-dir", str(tmp_path), "--", "conductor", "train",
+                        "--preset", "debug", "--set", "max_iters=6", "--set", "eval_interval=3", "--json"],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert '"iters"' in r.stdout or "checkpoint" in r.stdout, r.stdout[-2000:]
+
+
+def test_cli_goes_through_the_running_server(env, tmp_path):
+    """With the server up, the README's CLI examples work through its API (the server owns the embedded
+    stores), after an HTTP client (as the UI does) has used the same store, and without loading a model."""
+    base = _base(env)
+    doc = tmp_path / "docs" / "router.md"
+    doc.parent.mkdir()
+    doc.write_text("# Zephyr router\n\n## Reset\n\nHold the blue button for ten seconds to reset the router.\n")
+    r = httpx.post(base + "/v1/rag/mydocs/upload", params={"filename": "first.md"},
+                   content=b"# First\n\nThe first document.\n", headers={"content-type": "text/markdown"})
+    assert r.status_code == 200, r.text
+    run = lambda *a: subprocess.run([CONDUCTOR, *a], env=env, capture_output=True, text=True, timeout=300)
+    r = run("rag", "ingest", str(doc.parent), "--collection", "mydocs", "--chunking", "structure")
+    assert r.returncode == 0, r.stderr[-2000:]
+    t0 = time.monotonic()
+    r = run("rag", "search", "how do I reset the device?", "--collection", "mydocs", "--k", "5", "--json")
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)[0]["source"].endswith("router.md")
+    assert took < 6, took  # no local model load (that alone took 8-9 s)
+    r = run("rag", "collections", "--json")
+    assert r.returncode == 0 and "mydocs" in r.stdout, r.stderr[-2000:]
+    r = run("video", "list", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "already accessed" not in r.stderr
 
 
 def test_down_stops_everything(env):

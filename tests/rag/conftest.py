@@ -110,6 +110,7 @@ def rag_http(service, rag_config):
     from tests.conftest import free_port
 
     root = FastAPI()
+    root.add_api_route("/healthz", lambda: {"status": "ok", "models": {}})  # what the gateway answers at the root
     root.mount("/v1/rag", create_app(rag_config, lambda: service))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(root, host="127.0.0.1", port=port, log_level="warning"))

@@ -62,9 +62,17 @@ def test_cli_routes_through_the_server_when_it_holds_the_store(run, service, doc
     monkeypatch.setenv("CONDUCTOR_BASE_URL", rag_http)
     hits = json.loads(run("search", "descaling with vinegar", "--collection", "kb", "--json").stdout)
     assert hits[0]["source"] == str(docs / "kettle.html")
-    # ingest cannot be routed (the server's files are not ours): a clear error, not a corrupted store
-    r = run("ingest", str(docs), "--collection", "kb", code=1)
-    assert "another process" in r.output
+    # ingest goes through the server too: the files are uploaded, the server (the store's owner) ingests them
+    (docs.parent / "more").mkdir()
+    (docs.parent / "more" / "tea.md").write_text("# Tea\n\nSteep green tea for two minutes at 80 degrees.\n")
+    r = json.loads(run("ingest", str(docs.parent / "more"), "--collection", "kb", "--json").stdout)
+    assert r["chunks"] >= 1 and any(p.endswith("tea.md") for p in r["added"])
+    hits = json.loads(run("search", "how long to steep green tea", "--collection", "kb", "--json").stdout)
+    assert hits[0]["source"].endswith("tea.md")
+    assert "kb" in run("collections").stdout
+    # options that need the store itself are refused with a reason while the server owns it
+    r = run("ingest", str(docs), "--collection", "kb", "--chunk-size", "500", code=1)
+    assert "need the store itself" in r.output
 
 
 def test_eval_and_faq_set(run, tmp_path):

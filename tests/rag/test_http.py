@@ -7,6 +7,8 @@ import pytest
 
 from tests.rag.conftest import MD
 
+OCTET = {"content-type": "application/octet-stream"}  # upload routes refuse text/plain and forms
+
 
 @pytest.fixture
 def http(rag_http):
@@ -19,7 +21,7 @@ def _err(r: httpx.Response) -> str:
 
 
 def test_upload_query_context_and_stream(http, hosted_apis, monkeypatch, service):
-    r = http.post("/kb/upload", params={"filename": "router.md"}, content=MD.encode())
+    r = http.post("/kb/upload", params={"filename": "router.md"}, headers=OCTET, content=MD.encode())
     assert r.status_code == 200, r.text
     assert len(r.json()["added"]) == 1 and r.json()["chunks"] >= 1
     assert [c["name"] for c in http.get("/collections").json()["collections"]] == ["kb"]
@@ -50,23 +52,23 @@ def test_upload_query_context_and_stream(http, hosted_apis, monkeypatch, service
 
 def test_bad_requests_get_clear_4xx(http, docs):
     assert http.post("/missing/query", json={"question": "hi"}).status_code == 404
-    http.post("/kb/upload", params={"filename": "p.txt"}, content=(docs / "penguins.txt").read_bytes())
+    http.post("/kb/upload", params={"filename": "p.txt"}, headers=OCTET, content=(docs / "penguins.txt").read_bytes())
     r = http.post("/kb/query", json={"question": "   "})
     assert r.status_code == 400 and "empty" in _err(r)
     r = http.post("/kb/query", json={"k": 3})
     assert r.status_code == 400 and "question" in _err(r)
-    r = http.post("/kb/upload", params={"filename": "x.exe"}, content=b"MZ")
+    r = http.post("/kb/upload", params={"filename": "x.exe"}, headers=OCTET, content=b"MZ")
     assert r.status_code == 415
-    r = http.post("/kb/upload", params={"filename": "empty.md"}, content=b"")
+    r = http.post("/kb/upload", params={"filename": "empty.md"}, headers=OCTET, content=b"")
     assert r.status_code == 400 and "empty" in _err(r)
-    r = http.post("/kb/upload", params={"filename": "bin.txt"}, content=bytes(range(256)) * 4)
+    r = http.post("/kb/upload", params={"filename": "bin.txt"}, headers=OCTET, content=bytes(range(256)) * 4)
     assert r.status_code == 200 and "binary" in " ".join(r.json()["skipped"].values())
     r = http.post("/kb/ingest", json={"paths": ["/etc"]})
     assert r.status_code == 403
     r = http.post("/kb/eval", json={})
     assert r.status_code == 400 and "question set" in _err(r)
     assert http.get("/kb/eval").json() == {"history": []}
-    r = http.post("/bad%20name/upload", params={"filename": "a.md"}, content=b"# x\n\ntext")
+    r = http.post("/bad%20name/upload", params={"filename": "a.md"}, headers=OCTET, content=b"# x\n\ntext")
     assert r.status_code == 400 and "invalid collection name" in _err(r)
 
 
@@ -95,11 +97,11 @@ def test_oversized_upload_is_refused_before_it_is_stored(service, rag_config, tm
         import socket
 
         with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-            sock.sendall(b"POST /v1/rag/kb/upload?filename=big.txt HTTP/1.1\r\nHost: x\r\n"
+            sock.sendall(b"POST /v1/rag/kb/upload?filename=big.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                          b"Content-Type: application/octet-stream\r\nContent-Length: 2147483648\r\n\r\n" + b"x" * 1000)
             head = sock.recv(4096).decode()
         assert head.startswith("HTTP/1.1 413") and "exceeds the limit" in head
-        r = httpx.post(url, content=iter([b"word " * 1000] * 3), timeout=30)  # chunked, 15 kB
+        r = httpx.post(url, content=iter([b"word " * 1000] * 3), headers=OCTET, timeout=30)  # chunked, 15 kB
         assert r.status_code == 413 and "limit" in r.json()["error"]["message"]
         uploads = tmp_path / "store" / "uploads" / "kb"
         assert not uploads.exists() or not any(uploads.iterdir())  # nothing stored, no temp file left
@@ -113,7 +115,7 @@ def test_served_rag_app(serve_stack, docs):
     """Through the whole stack: upload, then an answer written by the served chat model."""
     with httpx.Client(base_url=serve_stack.base_url, timeout=300,
                       headers={"Authorization": f"Bearer {serve_stack.api_key}"}) as c:
-        r = c.post("/v1/rag/stacktest/upload", params={"filename": "router.md"}, content=MD.encode())
+        r = c.post("/v1/rag/stacktest/upload", params={"filename": "router.md"}, headers=OCTET, content=MD.encode())
         assert r.status_code == 200, r.text
         r = c.post("/v1/rag/stacktest/query", json={"question": "How do I reset the Zephyr router?", "k": 3})
         assert r.status_code == 200, r.text

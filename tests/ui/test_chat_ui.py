@@ -53,3 +53,50 @@ def test_chat_streams_an_answer_and_names_the_backend(page):
     assert bubbles.count() >= 2
     answer = bubbles.nth(bubbles.count() - 1).inner_text().strip()
     assert answer and "⚠️" not in answer
+
+
+def _pdf(path: Path, lines: list[str], pad_bytes: int) -> Path:
+    """A real one-page PDF with a text layer, padded to size with an (unreferenced) incompressible stream."""
+    import os
+
+    text = "BT /F1 12 Tf 72 720 Td 14 TL " + " ".join(f"({l}) '" for l in lines) + " ET"
+    objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 4 0 R >> >> "
+            b"/Contents 5 0 R >>", b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+            f"<< /Length {len(text)} >>\nstream\n{text}\nendstream".encode()]
+    pad = os.urandom(pad_bytes)
+    objs.append(f"<< /Length {len(pad)} >>\nstream\n".encode() + pad + b"\nendstream")
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for i, body in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += f"{i} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    path.write_bytes(bytes(out))
+    return path
+
+
+def test_documents_tab_ingests_a_5mb_pdf_and_answers_from_it(page, tmp_path):
+    pdf = _pdf(tmp_path / "manual.pdf", ["The Quokka 3000 blender resets when you hold the pulse button",
+                                         "for twelve seconds. The jar is dishwasher safe."], 5 * 1024 * 1024)
+    assert pdf.stat().st_size > 5_000_000
+    page.get_by_role("tab", name="Documents").click()
+    page.fill("#rag-collection input", "pdfdocs")
+    page.set_input_files("#rag-files input[type=file]", str(pdf))
+    page.wait_for_timeout(1500)  # the upload to Gradio finishes before Ingest reads it
+    page.click("#rag-ingest")
+    page.wait_for_selector("#rag-ingest-out :text('chunks')", timeout=180_000)
+    assert "manual.pdf" in page.inner_text("#rag-ingest-out")
+    page.fill("#rag-question textarea", "How do I reset the Quokka blender?")
+    page.click("#rag-ask")
+    page.wait_for_selector("#rag-citations :text('manual.pdf')", timeout=180_000)  # sources come first
+    page.wait_for_function("document.querySelector('#rag-answer').innerText.trim().length > 0", timeout=180_000)
+    assert page.inner_text("#rag-answer").strip()
+
+
+def test_system_tab_shows_deployments_when_opened(page):
+    page.get_by_role("tab", name="System").click()
+    page.wait_for_selector("text=Gateway", timeout=60_000)
+    assert "RUNNING" in page.content() or "HEALTHY" in page.content()

@@ -94,3 +94,58 @@ def _audio_file(path):
                 out.mux(p)
         for p in s.encode():
             out.mux(p)
+
+
+def _ts_clip(path) -> None:
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w", format="mpegts") as c:
+        s = c.add_stream("mpeg2video", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 20, dtype=np.uint8), format="rgb24")
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def test_playlists_cannot_reach_the_network_or_other_files(tmp_path):
+    """An HLS playlist names a local listener and another user's upload: the probe refuses the playlist itself
+    (file protocol only, container allowlist), the listener sees no connection, the other file is not opened."""
+    import socket
+    import threading
+
+    other = tmp_path / "other-user" / "secret.ts"
+    other.parent.mkdir()
+    _ts_clip(other)
+    probe(other)  # a real clip: the allowlist itself accepts MPEG-TS
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    srv.settimeout(5)
+    hits: list[bytes] = []
+
+    def accept() -> None:
+        try:
+            conn, _ = srv.accept()
+            hits.append(conn.recv(100))
+        except OSError:
+            pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    for name, segment in [("net.m3u8", f"http://127.0.0.1:{srv.getsockname()[1]}/seg.ts"), ("file.m3u8", str(other)),
+                          ("file2.mp4", str(other))]:
+        playlist = tmp_path / name
+        playlist.write_text(f"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\n{segment}\n"
+                            "#EXT-X-ENDLIST\n")
+        e = _reject(playlist)
+        assert e.status == 415, str(e)
+    concat = tmp_path / "list.ffconcat"
+    concat.write_text(f"ffconcat version 1.0\nfile '{other}'\n")
+    assert _reject(concat).status == 415
+    t.join(6)
+    srv.close()
+    assert hits == []

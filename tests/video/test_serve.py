@@ -18,7 +18,7 @@ def api(ray_cluster, tmp_path_factory):
     cfg = ConductorConfig.model_validate({"video": {"data_dir": str(tmp_path_factory.mktemp("serve-video"))},
                                           "server": {"max_upload_bytes": 2_000_000}})
     app = make_app(cfg)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         yield c
     if app.state.video._index is not None:
         app.state.video._index.close()
@@ -84,8 +84,18 @@ def test_http_on_served_stack(serve_stack, std_clip):
         r = c.post("/v1/video/ingest?name=standard.mp4", content=std_clip.path.read_bytes(),
                    headers={"content-type": "video/mp4"})
         assert r.status_code == 200, r.text
+        vid = r.json()["video"]
         hits = c.post("/v1/video/search", json={"query": "launch window on tuesday"}).json()["data"]
         assert hits[0]["segment"] == 2
+    # Another user: the video, its thumbnails and its moments are as unknown to them as a video that never was.
+    from tests.stack import OTHER_KEY
+
+    with serve_stack.http(key=OTHER_KEY, timeout=120) as other:
+        assert vid not in str(other.get("/v1/video/videos").json())
+        assert other.get(f"/v1/video/videos/{vid}").status_code == 404
+        assert other.get(f"/v1/video/videos/{vid}/thumbnails/0.jpg").status_code == 404
+        assert other.post("/v1/video/search", json={"query": "launch window on tuesday"}).json()["data"] == []
+        assert other.post("/v1/video/search", json={"query": "launch", "video": vid}).status_code == 404
 
 
 def test_ui_helpers_against_the_app(api, std_clip):
@@ -100,7 +110,7 @@ def test_ui_helpers_against_the_app(api, std_clip):
     root = FastAPI()
     root.mount("/v1/video", api.app)
     client = ConductorClient("http://testserver")
-    client._http = TestClient(root)
+    client._http = TestClient(root, base_url="http://127.0.0.1")
     rec = ui.ingest_file(client, str(std_clip.path))
     doc = ui.load_video(client, rec["video"], summary=False)
     assert len(ui.timeline_items(doc)) == 3 and ui.timeline_items(doc)[0][0].size[0] > 0
@@ -124,7 +134,7 @@ def test_overrunning_decode_worker_is_killed_not_the_service(ray_cluster, tmp_pa
     cfg = ConductorConfig.model_validate({"video": {"data_dir": str(tmp_path), "limits": {"decode_timeout_s": 0.5}}})
     app = make_app(cfg)
     svc = app.state.video
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         old = svc.worker()
         r = _post(c, std_clip.path.read_bytes())
         assert r.status_code == 422 and "took too long" in r.json()["error"]["message"]

@@ -1,0 +1,305 @@
+"""The guard in front of every Conductor ingress: cross-site checks, API keys, lockouts, rate limits, body limits.
+
+Who may reach a route is decided by the route a request resolves to in the app's own route table, never by a
+prefix of its path (a collection called `uidocs` is not the UI). Routes are guarded unless marked:
+
+- `@public` on an endpoint: anyone on the bind address (only the gateway's `/healthz` is).
+- the Gradio UI mounted at /ui: its login page and static assets (UI_PUBLIC_ROUTES, Gradio's own route templates)
+  are public; every other UI route, Gradio's API under /ui/gradio_api/ included, needs the UI's login cookie or a key.
+- `@raw_upload(types)` on an endpoint: the body is a file streamed by the route under its own upload limit, and
+  must be declared as one of `types` (never a type a cross-site form may send without a preflight).
+
+Order of checks, each a 4xx with a reason: Host and Origin (403), failed-key lockout per client address (429),
+the key (401), the user's rate limit (429), the JSON body limit (413, chunked bodies counted as they arrive).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from cluster.config import ConductorConfig
+
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
+INTERNAL_USER = "conductor-internal"
+LOCAL_USER = "local"  # the one user of a loopback server without keys
+ON_BEHALF_HEADER = "x-conductor-user"  # honoured only with the internal key: an app acting for one of its users
+# Gradio route templates a browser needs before it has signed in. Anything else under /ui is guarded.
+UI_PUBLIC_ROUTES = {"/", "/login", "/login/", "/logout", "/config", "/config/", "/svelte/{path:path}",
+                    "/static/{path:path}", "/assets/{path:path}", "/favicon.ico", "/theme.css", "/robots.txt",
+                    "/pwa_icon", "/pwa_icon/{size}", "/manifest.json"}
+# Content types a page on another site may POST without a CORS preflight: never accepted as an upload.
+SIMPLE_FORM_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def request_user(request: Any) -> str:
+    """The user the guard authenticated for this request (LOCAL_USER on a keyless server)."""
+    return getattr(request.state, "user", LOCAL_USER)
+
+
+def is_admin(config: ConductorConfig, user: str) -> bool:
+    """Admins see every user's runs, collections and videos (server.admin_users). The internal user is not one:
+    apps acting for a user say which with ON_BEHALF_HEADER, and what they do unattributed is the internal user's."""
+    return user in config.server.admin_users
+
+
+def public(fn: Callable) -> Callable:
+    """Mark an endpoint as reachable without a key."""
+    fn.__conductor_public__ = True  # type: ignore[attr-defined]
+    return fn
+
+
+def raw_upload(*content_types: str) -> Callable[[Callable], Callable]:
+    """Mark an endpoint as a raw-body upload accepting these content types (`video/*` style wildcards allowed)."""
+    def mark(fn: Callable) -> Callable:
+        fn.__conductor_upload__ = tuple(content_types)  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def load_api_keys(config: ConductorConfig) -> dict[str, str]:
+    """sha256(key) -> user, including the internal key."""
+    hashes = dict(config.server.api_key_hashes)
+    if config.server.internal_api_key:
+        hashes.setdefault(hash_key(config.server.internal_api_key), INTERNAL_USER)
+    return hashes
+
+
+def keys_required(config: ConductorConfig, keys: dict[str, str] | None = None) -> bool:
+    keys = load_api_keys(config) if keys is None else keys
+    if config.server.require_api_key is not None:
+        return config.server.require_api_key
+    return config.server.host not in LOOPBACK_NAMES or any(u != INTERNAL_USER for u in keys.values())
+
+
+def bearer_key(headers: Any) -> str | None:
+    auth = headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return headers.get("x-api-key")
+
+
+class RouteInfo:
+    """What the guard needs to know about the route a request resolves to."""
+
+    def __init__(self, public: bool = False, upload: tuple[str, ...] | None = None, ui_app: Any = None):
+        self.public, self.upload, self.ui_app = public, upload, ui_app
+
+
+def resolve_route(app: Any, scope: dict[str, Any]) -> RouteInfo:
+    """Find the route of `app` that `scope` fully matches; unmatched paths are guarded (they end in a 404)."""
+    from starlette.routing import Match, Mount
+
+    for route in app.router.routes:
+        try:
+            match, child = route.matches(scope)
+        except Exception:  # noqa: BLE001 - a route that cannot judge this scope does not match it
+            continue
+        if match != Match.FULL:
+            continue
+        if isinstance(route, Mount):
+            return RouteInfo(public=_ui_public(route.app, {**scope, **child}), ui_app=route.app)
+        endpoint = getattr(route, "endpoint", None)
+        return RouteInfo(public=bool(getattr(endpoint, "__conductor_public__", False)),
+                         upload=getattr(endpoint, "__conductor_upload__", None))
+    return RouteInfo()
+
+
+def _ui_public(ui_app: Any, scope: dict[str, Any]) -> bool:
+    from starlette.routing import Match
+
+    for route in getattr(ui_app, "routes", []):
+        if getattr(route, "path", None) in UI_PUBLIC_ROUTES:
+            try:
+                if route.matches(scope)[0] == Match.FULL:
+                    return True
+            except Exception:  # noqa: BLE001
+                continue
+    return False
+
+
+def ui_session_user(ui_app: Any, cookies: dict[str, str]) -> str | None:
+    """The user a Gradio login cookie belongs to, or None (Gradio keeps its sessions in `app.tokens`)."""
+    tokens = getattr(ui_app, "tokens", None)
+    cookie_id = getattr(ui_app, "cookie_id", None)
+    if not tokens or cookie_id is None:
+        return None
+    for name in (f"access-token-{cookie_id}", f"access-token-unsecure-{cookie_id}"):
+        token = cookies.get(name)
+        if token and token in tokens:
+            return tokens[token]
+    return None
+
+
+def _host_name(netloc: str) -> str:
+    netloc = netloc.strip().lower()
+    if netloc.startswith("["):
+        return netloc[1:netloc.find("]")] if "]" in netloc else netloc
+    return netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc
+
+
+def cross_site_refusal(config: ConductorConfig, headers: Any, keys_on: bool) -> str | None:
+    """Why this request must be refused as cross-site, or None. Host is checked only on a keyless server (DNS
+    rebinding can only hurt where no key is needed); Origin always, since the UI's login cookie could ride along."""
+    host = headers.get("host", "")
+    allowed_hosts = LOOPBACK_NAMES | {h.lower() for h in config.server.allowed_hosts}
+    if not keys_on and _host_name(host) not in allowed_hosts:
+        return f"host {host!r} is not served here (loopback names and server.allowed_hosts only)"
+    origin = headers.get("origin")
+    if origin is None:
+        return None
+    if origin in config.server.allowed_origins:
+        return None
+    parts = urlsplit(origin)
+    same = parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
+    if same and (keys_on or _host_name(parts.netloc) in allowed_hosts):
+        return None
+    return f"cross-site request from origin {origin!r} refused (add it to server.allowed_origins to allow it)"
+
+
+def _on_behalf(headers: Any) -> str | None:
+    name = headers.get(ON_BEHALF_HEADER, "")
+    return name if 0 < len(name) <= 64 and name.replace("-", "").replace("_", "").replace(".", "").isalnum() else None
+
+
+def _content_type_ok(ctype: str, allowed: tuple[str, ...]) -> bool:
+    base = ctype.split(";", 1)[0].strip().lower()
+    if not base or base in SIMPLE_FORM_TYPES:
+        return False
+    for a in allowed:
+        if a == base or (a.endswith("/*") and base.startswith(a[:-1])):
+            return True
+    return False
+
+
+async def send_error(send: Callable, status: int, message: str, type_: str = "invalid_request_error",
+                     code: str | None = None, headers: dict[str, str] | None = None) -> None:
+    body = json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    """Pure ASGI middleware (not BaseHTTPMiddleware: streams and client disconnects pass through untouched)."""
+
+    def __init__(self, app: Any, fastapi_app: Any, config: ConductorConfig, max_body_bytes: int):
+        from apps.limits import RateLimiter, make_counter
+
+        self.app, self.fastapi_app, self.config = app, fastapi_app, config
+        self.keys = load_api_keys(config)
+        self.required = keys_required(config, self.keys)
+        internal = config.server.internal_api_key
+        self.internal_digest = hash_key(internal) if internal else None
+        counter = make_counter(config.server.redis_url)
+        self.limiter = RateLimiter(config.server.rate_limit_per_minute, counter, scope="user")
+        self.lockout = RateLimiter(config.server.auth_failures_per_minute, counter, scope="authfail")
+        self.max_body = max_body_bytes
+
+    def _user_for(self, digest: str) -> str | None:
+        return next((u for h, u in self.keys.items() if hmac.compare_digest(h, digest)), None)
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        from starlette.datastructures import Headers
+        from starlette.requests import cookie_parser
+
+        from apps.limits import AUTH_FAILURES, ORIGIN_REFUSALS
+
+        headers = Headers(scope=scope)
+        why = cross_site_refusal(self.config, headers, self.required)
+        if why:
+            ORIGIN_REFUSALS.labels(reason="host" if why.startswith("host") else "origin").inc()
+            return await send_error(send, 403, why, code="cross_site_refused")
+        route = resolve_route(self.fastapi_app, scope)
+        user = LOCAL_USER
+        if self.required and not route.public:
+            key = bearer_key(headers)
+            digest = hash_key(key) if key else ""
+            address = (scope.get("client") or ("unknown", 0))[0]
+            internal = bool(digest and self.internal_digest and hmac.compare_digest(digest, self.internal_digest))
+            if not internal:
+                locked, retry = await self.lockout.exhausted(address)
+                if locked:
+                    AUTH_FAILURES.labels(outcome="locked_out").inc()
+                    return await send_error(send, 429, "too many requests with a wrong API key from this address; "
+                                            f"retry in {retry}s", "rate_limit_error", "auth_locked_out",
+                                            {"Retry-After": str(retry)})
+            if internal:
+                match: str | None = _on_behalf(headers) or INTERNAL_USER
+            else:
+                match = self._user_for(digest) if digest else None
+            if match is None and route.ui_app is not None:
+                match = ui_session_user(route.ui_app, cookie_parser(headers.get("cookie", "")))
+            if match is None:
+                AUTH_FAILURES.labels(outcome="refused").inc()
+                await self.lockout.allow(address)
+                return await send_error(send, 401, "missing or invalid API key (send Authorization: Bearer <key>)",
+                                        "authentication_error", "invalid_api_key")
+            user = match
+        scope.setdefault("state", {})["user"] = user
+        if not route.public and route.ui_app is None and user != INTERNAL_USER:
+            ok, retry = await self.limiter.allow(user)
+            if not ok:
+                return await send_error(send, 429, f"rate limit of {self.limiter.per_minute} requests/minute "
+                                        "exceeded", "rate_limit_error", "rate_limited", {"Retry-After": str(retry)})
+        if route.upload is not None:
+            if scope["type"] == "http" and scope.get("method") == "POST" and not _content_type_ok(
+                    headers.get("content-type", ""), route.upload):
+                return await send_error(send, 415, f"send the file as the raw request body with content-type "
+                                        f"one of {', '.join(route.upload)} (got "
+                                        f"{headers.get('content-type') or 'none'})", code="unsupported_media_type")
+            return await self.app(scope, receive, send)
+        if route.ui_app is not None or scope["type"] != "http":
+            return await self.app(scope, receive, send)  # Gradio enforces its own upload cap (max_file_size)
+        return await self._with_body_limit(scope, receive, send, headers)
+
+    async def _with_body_limit(self, scope: dict[str, Any], receive: Callable, send: Callable, headers: Any) -> None:
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                return await send_error(send, 400, "invalid Content-Length header")
+            if int(declared) > self.max_body:
+                return await send_error(send, 413, f"request body of {declared} bytes exceeds the limit of "
+                                        f"{self.max_body} bytes", code="body_too_large")
+        if scope.get("method") in ("GET", "HEAD", "DELETE", "OPTIONS") and declared is None:
+            return await self.app(scope, receive, send)
+        # Read the body here, within the limit (a chunked body declares no length), refuse JSON nested past what
+        # any parser should walk, and replay it to the app.
+        from apps.common import MAX_JSON_DEPTH, _depth_exceeds
+
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return await send_error(send, 413, f"request body exceeds the limit of {self.max_body} bytes",
+                                        code="body_too_large")
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        body, replayed = b"".join(chunks), False
+        if _depth_exceeds(body, MAX_JSON_DEPTH):
+            return await send_error(send, 400, f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
