@@ -119,6 +119,18 @@ def running_server(url: str | None = None, timeout: float = 300.0) -> ConductorC
     return ConductorClient(base_url=base, timeout=timeout) if ok else None
 
 
+def cli_request(client: ConductorClient, method: str, path: str, **kw: Any) -> Any:
+    """A CLI command's call to the running server: its answer, or a one-line click error (never a traceback)."""
+    import click
+
+    try:
+        return client.request(method, path, **kw)
+    except ConductorAPIError as e:
+        raise click.ClickException(e.message) from None
+    except Exception as e:  # the server went away mid-call
+        raise click.ClickException(f"the Conductor server at {client.base_url} failed: {type(e).__name__}") from None
+
+
 def _configured_base_url() -> str:
     try:
         from cluster.config import load_config

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import statistics
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -141,38 +139,13 @@ def fuzz_row(stack, count: int) -> dict:
 
 
 def kill_row(stack, seconds: float = 60) -> dict:
-    stop, codes, lock = threading.Event(), [], threading.Lock()
+    from tests.stack import kill_under_load
 
-    def engine_pid() -> int | None:
-        with stack.http() as c:
-            return c.get("/v1/status").json()["engines"]["smollm2-llamacpp"].get("pid")
-
-    def client() -> None:
-        with stack.http(timeout=120) as c:
-            while not stop.is_set():
-                try:
-                    code = c.post("/v1/chat/completions", json={"model": "smollm2", "max_tokens": 4,
-                                                                "messages": _prompt(0)}).status_code
-                except Exception:  # noqa: BLE001 - a dropped connection counts as a failure
-                    code = 0
-                with lock:
-                    codes.append(code)
-
-    threads = [threading.Thread(target=client) for _ in range(8)]
-    for t in threads:
-        t.start()
-    t0, kills = time.monotonic(), 0
-    while time.monotonic() - t0 < seconds:
-        if kills < 2 and time.monotonic() - t0 > 10 + 25 * kills and (pid := engine_pid()):
-            os.kill(pid, signal.SIGKILL)
-            kills += 1
-        time.sleep(0.5)
-    stop.set()
-    for t in threads:
-        t.join(180)
+    codes, kills = kill_under_load(stack, seconds=seconds, clients=8, kills=2)
     ok = codes.count(200)
     return {"name": f"replica SIGKILLed {kills}× under 8 clients for {seconds:.0f} s",
-            "conductor": round(ok / len(codes), 4), "baseline": None, "unit": "answered 200", "higher_is_better": True, "goal": "≥ 0.99",
+            "conductor": round(ok / len(codes), 4), "baseline": None, "unit": "answered 200",
+            "higher_is_better": True, "goal": "≥ 0.99",
             "notes": f"{ok} of {len(codes)} requests answered 200 (main before: 130 of 3,762)"}
 
 

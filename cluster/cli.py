@@ -60,9 +60,23 @@ def cli() -> None:
     """Conductor: serve local and hosted models, RAG, agents, video analysis, training and model forensics."""
 
 
-def main() -> None:
-    # Ray decides whether to send its auth token when it is first imported; any subcommand may import it.
+def _ray_client_env() -> None:
+    """Ray reads these when it is first imported, and any subcommand may import it: send the token, and for the
+    local head (no `ray.address` configured) stay on loopback as the head does (cluster/runtime.py), or Ray would
+    look for the cluster on the machine's routable IP, where nothing listens."""
     os.environ.setdefault("RAY_AUTH_MODE", "token")
+    try:
+        from cluster.config import load_config
+
+        local = load_config().ray.address is None
+    except ValueError:  # a broken config: the command itself says what is wrong
+        return
+    if local:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+def main() -> None:
+    _ray_client_env()
     try:
         cli(standalone_mode=True)
     except KeyboardInterrupt:

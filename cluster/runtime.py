@@ -76,6 +76,13 @@ def _env(config: ConductorConfig) -> dict[str, str]:
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     if config.ray.token_auth:
         env["RAY_AUTH_MODE"] = "token"  # the 2.60 default; set explicitly so an inherited opt-out can't slip in
+    if config.ray.address is None:
+        # A one-machine cluster on loopback. Ray turns `--node-ip-address=127.0.0.1` into the machine's routable
+        # IP, and then its agents, metrics exporters and client server listen there or on 0.0.0.0, some with no
+        # auth (the metrics export answered anyone). This switch (Ray's "single-node" mode, meant for laptops)
+        # keeps the node IP, and so GCS, raylet, agents and exporters, on 127.0.0.1 (checked by the lifecycle
+        # test that lists every listening socket).
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     return env
 
 

@@ -86,3 +86,46 @@ def start_stack(tmp: Path, port: int, extra_models: list[dict] | None = None, on
     else:
         raise RuntimeError("Conductor stack did not become healthy in 240 s")
     return Stack(cfg, base, API_KEY, apps)
+
+
+def engine_pid(stack: Stack, backend: str = "smollm2-llamacpp") -> int | None:
+    """The process of the Serve replica hosting `backend`'s engine (from /v1/status)."""
+    with stack.http() as c:
+        return c.get("/v1/status").json()["engines"][backend].get("pid")
+
+
+def kill_under_load(stack: Stack, seconds: float = 60, clients: int = 8, kills: int = 2) -> tuple[list[int], int]:
+    """`clients` threads send small chats for `seconds` while the llama.cpp replica is SIGKILLed `kills` times
+    (at 10 s, then every 25 s). Returns every request's status (0: the connection failed) and the kill count."""
+    import os
+    import signal
+    import threading
+
+    stop, codes, lock = threading.Event(), [], threading.Lock()
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+
+    def client() -> None:
+        with stack.http(timeout=120) as c:
+            while not stop.is_set():
+                try:
+                    code = c.post("/v1/chat/completions", json=body).status_code
+                except httpx.HTTPError:
+                    code = 0
+                with lock:
+                    codes.append(code)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    done, t0 = 0, time.monotonic()
+    try:
+        while time.monotonic() - t0 < seconds:
+            if done < kills and time.monotonic() - t0 > 10 + 25 * done and (pid := engine_pid(stack)):
+                os.kill(pid, signal.SIGKILL)
+                done += 1
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(180)
+    return codes, done

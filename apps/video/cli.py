@@ -41,14 +41,9 @@ def _server() -> Any:
 
 
 def _call(client: Any, method: str, path: str, **kw: Any) -> Any:
-    from apps.client import ConductorAPIError
+    from apps.client import cli_request
 
-    try:
-        return client.request(method, path, **kw)
-    except ConductorAPIError as e:
-        raise click.ClickException(e.message) from None
-    except Exception as e:  # the server went away mid-call
-        raise click.ClickException(f"the Conductor server at {client.base_url} failed: {type(e).__name__}") from None
+    return cli_request(client, method, path, **kw)
 
 
 def _upload(client: Any, paths: list[str]) -> list[dict[str, Any]]:

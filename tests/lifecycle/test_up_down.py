@@ -184,7 +184,7 @@ def test_cli_goes_through_the_running_server(env, tmp_path):
     doc = tmp_path / "docs" / "router.md"
     doc.parent.mkdir()
     doc.write_text("# Zephyr router\n\n## Reset\n\nHold the blue button for ten seconds to reset the router.\n")
-    r = httpx.post(base + "/v1/rag/mydocs/upload", params={"filename": "first.md"},
+    r = httpx.post(base + "/v1/rag/mydocs/upload", params={"filename": "first.md"}, timeout=300,
                    content=b"# First\n\nThe first document.\n", headers={"content-type": "text/markdown"})
     assert r.status_code == 200, r.text
     run = lambda *a: subprocess.run([CONDUCTOR, *a], env=env, capture_output=True, text=True, timeout=300)

@@ -4,9 +4,6 @@ Retry-After, and a killed replica is waited for instead of failing everyone."""
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -142,38 +139,10 @@ def test_uploads_over_the_json_limit_are_accepted(serve_stack):
 
 def test_killed_llm_replica_is_waited_for_not_failed(serve_stack):
     """SIGKILL the llama.cpp replica under 8 concurrent clients for 60 s: at least 99 % are answered 200."""
-    stop = threading.Event()
-    codes: list[int] = []
-    lock = threading.Lock()
+    from tests.stack import engine_pid, kill_under_load
 
-    def client() -> None:
-        with serve_stack.http(timeout=120) as c:
-            while not stop.is_set():
-                try:
-                    code = c.post(CHAT, json={"model": "smollm2", "messages": HI, "max_tokens": 4}).status_code
-                except httpx.HTTPError:
-                    code = 0
-                with lock:
-                    codes.append(code)
-
-    threads = [threading.Thread(target=client) for _ in range(8)]
-    for t in threads:
-        t.start()
-    kills = 0
-    t0 = time.monotonic()
-    try:
-        while time.monotonic() - t0 < 60:
-            if kills < 2 and time.monotonic() - t0 > 10 + 25 * kills:
-                pid = _engine(serve_stack).get("pid")
-                if pid:
-                    os.kill(pid, signal.SIGKILL)
-                    kills += 1
-            time.sleep(0.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(180)
-    ok = codes.count(200)
+    before = engine_pid(serve_stack)
+    codes, kills = kill_under_load(serve_stack, seconds=60, clients=8, kills=2)
     assert kills == 2 and len(codes) > 50
-    assert ok / len(codes) >= 0.99, {c: codes.count(c) for c in set(codes)}
-    assert _engine(serve_stack).get("pid") not in (None, pid)  # Serve really restarted it
+    assert codes.count(200) / len(codes) >= 0.99, {c: codes.count(c) for c in set(codes)}
+    assert engine_pid(serve_stack) not in (None, before)  # Serve really restarted it
