@@ -181,7 +181,11 @@ def _content_type_ok(ctype: str, allowed: tuple[str, ...]) -> bool:
 
 
 async def send_error(send: Callable, status: int, message: str, type_: str = "invalid_request_error",
-                     code: str | None = None, headers: dict[str, str] | None = None) -> None:
+                     code: str | None = None, headers: dict[str, str] | None = None,
+                     scope: dict[str, Any] | None = None) -> None:
+    if scope is not None and scope["type"] == "websocket":  # no HTTP answer on a websocket: close it
+        await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+        return
     body = json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
@@ -208,51 +212,59 @@ class Guard:
     def _user_for(self, digest: str) -> str | None:
         return next((u for h, u in self.keys.items() if hmac.compare_digest(h, digest)), None)
 
+    async def _authenticate(self, scope: dict[str, Any], headers: Any, route: RouteInfo
+                            ) -> tuple[str | None, tuple[int, str, str, str, dict[str, str] | None] | None]:
+        """(user, None) or (None, the refusal: status, message, type, code, headers)."""
+        from starlette.requests import cookie_parser
+
+        from apps.limits import AUTH_FAILURES
+
+        if not self.required or route.public:
+            return LOCAL_USER, None
+        key = bearer_key(headers)
+        digest = hash_key(key) if key else ""
+        address = (scope.get("client") or ("unknown", 0))[0]
+        if digest and self.internal_digest and hmac.compare_digest(digest, self.internal_digest):
+            return _on_behalf(headers) or INTERNAL_USER, None
+        locked, retry = await self.lockout.exhausted(address)  # before the key is looked at: guessing is slowed
+        if locked:
+            AUTH_FAILURES.labels(outcome="locked_out").inc()
+            return None, (429, f"too many requests with a wrong API key from this address; retry in {retry}s",
+                          "rate_limit_error", "auth_locked_out", {"Retry-After": str(retry)})
+        user = self._user_for(digest) if digest else None
+        if user is None and route.ui_app is not None:
+            user = ui_session_user(route.ui_app, cookie_parser(headers.get("cookie", "")))
+        if user is None:
+            AUTH_FAILURES.labels(outcome="refused").inc()
+            await self.lockout.allow(address)
+            return None, (401, "missing or invalid API key (send Authorization: Bearer <key>)",
+                          "authentication_error", "invalid_api_key", None)
+        return user, None
+
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         from starlette.datastructures import Headers
-        from starlette.requests import cookie_parser
 
-        from apps.limits import AUTH_FAILURES, ORIGIN_REFUSALS
+        from apps.limits import ORIGIN_REFUSALS
 
         headers = Headers(scope=scope)
         why = cross_site_refusal(self.config, headers, self.required)
         if why:
             ORIGIN_REFUSALS.labels(reason="host" if why.startswith("host") else "origin").inc()
-            return await send_error(send, 403, why, code="cross_site_refused")
+            return await send_error(send, 403, why, code="cross_site_refused", scope=scope)
         route = resolve_route(self.fastapi_app, scope)
-        user = LOCAL_USER
-        if self.required and not route.public:
-            key = bearer_key(headers)
-            digest = hash_key(key) if key else ""
-            address = (scope.get("client") or ("unknown", 0))[0]
-            internal = bool(digest and self.internal_digest and hmac.compare_digest(digest, self.internal_digest))
-            if not internal:
-                locked, retry = await self.lockout.exhausted(address)
-                if locked:
-                    AUTH_FAILURES.labels(outcome="locked_out").inc()
-                    return await send_error(send, 429, "too many requests with a wrong API key from this address; "
-                                            f"retry in {retry}s", "rate_limit_error", "auth_locked_out",
-                                            {"Retry-After": str(retry)})
-            if internal:
-                match: str | None = _on_behalf(headers) or INTERNAL_USER
-            else:
-                match = self._user_for(digest) if digest else None
-            if match is None and route.ui_app is not None:
-                match = ui_session_user(route.ui_app, cookie_parser(headers.get("cookie", "")))
-            if match is None:
-                AUTH_FAILURES.labels(outcome="refused").inc()
-                await self.lockout.allow(address)
-                return await send_error(send, 401, "missing or invalid API key (send Authorization: Bearer <key>)",
-                                        "authentication_error", "invalid_api_key")
-            user = match
+        user, refusal = await self._authenticate(scope, headers, route)
+        if refusal is not None:
+            status, message, type_, code, extra = refusal
+            return await send_error(send, status, message, type_, code, extra, scope=scope)
         scope.setdefault("state", {})["user"] = user
         if not route.public and route.ui_app is None and user != INTERNAL_USER:
             ok, retry = await self.limiter.allow(user)
             if not ok:
                 return await send_error(send, 429, f"rate limit of {self.limiter.per_minute} requests/minute "
-                                        "exceeded", "rate_limit_error", "rate_limited", {"Retry-After": str(retry)})
+                                        "exceeded", "rate_limit_error", "rate_limited", {"Retry-After": str(retry)},
+                                        scope=scope)
         if route.upload is not None:
             if scope["type"] == "http" and scope.get("method") == "POST" and not _content_type_ok(
                     headers.get("content-type", ""), route.upload):

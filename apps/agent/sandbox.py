@@ -192,7 +192,8 @@ def run_python(code: str, limits: SandboxLimits | None = None, _probe: bool = Fa
         start = time.monotonic()
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             proc = subprocess.Popen(_bwrap_argv(workdir, python, extra_ro, script), cwd="/",
-                                    env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
+                                    env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                    start_new_session=True,
                                     preexec_fn=_preexec(limits, as_nobody, nproc), close_fds=True)
             killed = None
             try:

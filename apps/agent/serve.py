@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import Request  # at module level: route annotations are resolved here (postponed evaluation)
@@ -43,23 +43,43 @@ def _sse(event: dict[str, Any]) -> str:
     return f"event: {event.get('type', 'message')}\ndata: {json.dumps(event, default=str)}\n\n"
 
 
-def _stream(work: Callable[[Callable[[dict], None]], Any]) -> Iterator[str]:
-    """Run `work(on_event)` in a thread and yield its events as SSE; errors become an `error` event."""
-    q: queue.Queue = queue.Queue()
+class RunCancelled(BaseException):
+    """Raised into a run by its event callback once its client has gone (a BaseException, so the loop's guard
+    against broken listeners does not swallow it): the run stops at its next event instead of running on."""
+
+
+async def _stream(work: Callable[[Callable[[dict], None]], Any]) -> AsyncIterator[str]:
+    """Run `work(on_event)` in a thread and yield its events as SSE; errors become an `error` event. A client
+    that disconnects cancels this generator, which stops the run at its next step."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue = asyncio.Queue()
+    gone = threading.Event()
+
+    def emit(event: dict) -> None:
+        if gone.is_set():
+            raise RunCancelled()
+        loop.call_soon_threadsafe(q.put_nowait, event)
 
     def target() -> None:
         try:
-            work(q.put)
+            work(emit)
+        except RunCancelled:
+            return
         except (ValueError, KeyError) as e:
-            q.put({"type": "error", "message": str(e.args[0] if e.args else e)})
+            emit({"type": "error", "message": str(e.args[0] if e.args else e)})
         except Exception as e:  # noqa: BLE001 - the stream must end cleanly whatever happened
-            q.put({"type": "error", "message": f"internal error: {type(e).__name__}"})
-        q.put(None)
+            emit({"type": "error", "message": f"internal error: {type(e).__name__}"})
+        loop.call_soon_threadsafe(q.put_nowait, None)
 
     threading.Thread(target=target, daemon=True, name="agent-run").start()
-    while (event := q.get()) is not None:
-        yield _sse(event)
-    yield "data: [DONE]\n\n"
+    try:
+        while (event := await q.get()) is not None:
+            yield _sse(event)
+        yield "data: [DONE]\n\n"
+    finally:
+        gone.set()
 
 
 def create_app(config: ConductorConfig, runner_factory: Callable[[str | None], Any]) -> Any:

@@ -105,7 +105,8 @@ def build_api(gw: Any) -> FastAPI:
 
         from apps.limits import REGISTRY
 
-        return Response(gw.metrics.render() + generate_latest(REGISTRY), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(gw.metrics.render() + generate_latest(REGISTRY),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/v1/status")
     async def status() -> dict[str, Any]:
@@ -196,7 +197,8 @@ async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[
                         err = chunk["error"]
                         await gw.router.stream_failed(model, backend, endpoint, EngineError(
                             int(err.get("status", 500)), err.get("message", "backend error")))
-                        out.append(sse(error_body(err.get("message", "backend error"), err.get("type", "server_error"))))
+                        out.append(sse(error_body(err.get("message", "backend error"),
+                                                  err.get("type", "server_error"))))
                         continue
                     chunk["model"] = mid
                     if chunk.get("usage"):

@@ -141,13 +141,23 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
         events = call(lambda: svc().ask_stream(collection, req.question, p, req.model))
         first = call(lambda: next(events))  # errors (missing collection, empty question) before the stream opens
 
-        def sse() -> Any:
+        async def sse() -> Any:
+            from starlette.concurrency import run_in_threadpool
+
+            done = object()
             yield f"data: {json.dumps(first)}\n\n"
             try:
-                for ev in events:
+                while (ev := await run_in_threadpool(next, events, done)) is not done:
                     yield f"data: {json.dumps(ev)}\n\n"
             except Exception as e:  # the model failed mid-answer: tell the client in-band, the status is sent
                 yield f"data: {json.dumps({'type': 'error', 'message': f'{type(e).__name__}: {e}'})}\n\n"
+            finally:
+                # A client that left (or a finished answer): closing the generator closes its stream to the
+                # gateway, which cancels the generation there.
+                try:
+                    await run_in_threadpool(events.close)
+                except ValueError:  # still running a step in its thread: it is closed when collected
+                    pass
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(sse(), media_type="text/event-stream")
