@@ -231,11 +231,17 @@ def eval_cmd(collection: str, questions: str, k: int, modes: str, faith: int, as
 
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
     client = _server(None)
-    if client is not None:  # the server evaluates the question set attached to the collection
+    if client is not None:  # the server evaluates; the set travels with the request, gold files by name
         if faith:
             client.close()
             raise click.ClickException("--faithfulness needs the store itself: stop the server first")
-        entry = _call(client, "POST", f"/v1/rag/{collection}/eval", json={"k": k, "modes": mode_list})
+        try:
+            qs = load_questions(questions)
+        except ValueError as e:
+            client.close()
+            raise click.ClickException(str(e)) from None
+        entry = _call(client, "POST", f"/v1/rag/{collection}/eval", json={"k": k, "modes": mode_list, "questions": [
+            {"question": q["question"], "gold": q["gold"], "answer": q.get("answer")} for q in qs]})
     else:
         try:
             svc = _service()

@@ -47,9 +47,18 @@ class IngestRequest(BaseModel):
     engine: Literal["local", "ray"] = Field("local", description="Ingestion engine.")
 
 
+class EvalQuestion(BaseModel):
+    question: str = Field(..., min_length=1, max_length=4000)
+    gold: list[str] = Field(..., min_length=1, max_length=50, description="Gold documents: uploaded file names.")
+    answer: str | None = Field(None, max_length=20000)
+
+
 class EvalRequest(BaseModel):
     k: int = Field(5, ge=1, le=100, description="Cut-off for the metrics.")
     modes: list[str] | None = Field(None, description="Retrieval modes; default all four.")
+    questions: list[EvalQuestion] | None = Field(
+        None, max_length=10000, description="A question set sent with the request (gold documents named as they "
+        "were uploaded); default the set attached to the collection.")
 
 
 def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> Any:
@@ -103,7 +112,7 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
             return fn()
         except StoreLockedError as e:  # another process holds the embedded store: not the caller's fault
             raise APIError(503, str(e), "server_error") from None
-        except (RagError, StoreError) as e:
+        except (RagError, StoreError, ValueError) as e:  # ValueError: a bad question set or mode
             raise APIError(404 if "does not exist" in str(e) else 400, str(e)) from None
 
     @app.get("/healthz")
@@ -232,9 +241,20 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
 
         collection = scoped(request, collection)
         meta = call(lambda: svc().meta(collection))
-        if not meta.get("questions"):
-            raise APIError(400, f"collection {collection!r} has no question set; ingest with --questions first")
-        return call(lambda: run_and_record(svc(), collection, meta["questions"], req.k, req.modes))
+        questions = meta.get("questions")
+        if req.questions:  # gold documents named as uploaded: they live in this collection's upload folder
+            from cluster.files import atomic_write
+
+            folder = expand_path(config.rag.data_dir) / "uploads" / _check(collection)
+            rows = [{"question": q.question, "answer": q.answer,
+                     "gold": [str(folder / _SAFE.sub("_", os.path.basename(g)).lstrip(".")) for g in q.gold]}
+                    for q in req.questions]
+            questions = str(folder / ".posted-questions.jsonl")
+            atomic_write(questions, "".join(json.dumps(r) + "\n" for r in rows))
+        if not questions:
+            raise APIError(400, f"collection {collection!r} has no question set; send `questions` or ingest with "
+                                "--questions first")
+        return call(lambda: run_and_record(svc(), collection, questions, req.k, req.modes))
 
     return app
 

@@ -70,6 +70,12 @@ def test_cli_routes_through_the_server_when_it_holds_the_store(run, service, doc
     hits = json.loads(run("search", "how long to steep green tea", "--collection", "kb", "--json").stdout)
     assert hits[0]["source"].endswith("tea.md")
     assert "kb" in run("collections").stdout
+    # the README's eval with a local question set works through the server too (gold files named as uploaded)
+    qfile = docs.parent / "q.jsonl"
+    qfile.write_text(json.dumps({"question": "how long should green tea steep?", "gold": ["more/tea.md"]}) + "\n")
+    out = json.loads(run("eval", "--collection", "kb", "--questions", str(qfile), "--modes", "dense,hybrid",
+                         "--json").stdout)
+    assert [r["mode"] for r in out["rows"]] == ["dense", "hybrid"] and out["rows"][0]["recall@5"] == 1.0
     # options that need the store itself are refused with a reason while the server owns it
     r = run("ingest", str(docs), "--collection", "kb", "--chunk-size", "500", code=1)
     assert "need the store itself" in r.output
