@@ -52,7 +52,6 @@ class SandboxResult:
     stderr: str
     duration_s: float
     killed_reason: str | None  # "wall_time" | "cpu_time" | "memory" | "output" | "processes" | None
-    network_isolated: bool = True
 
     def render(self) -> str:
         lines = [f"exit code: {self.exit_code}"]
