@@ -57,10 +57,13 @@ async def _stream(work: Callable[[Callable[[dict], None]], Any]) -> AsyncIterato
     q: asyncio.Queue = asyncio.Queue()
     gone = threading.Event()
 
+    def put(event: dict | None) -> None:
+        loop.call_soon_threadsafe(q.put_nowait, event)
+
     def emit(event: dict) -> None:
         if gone.is_set():
             raise RunCancelled()
-        loop.call_soon_threadsafe(q.put_nowait, event)
+        put(event)
 
     def target() -> None:
         try:
@@ -68,10 +71,10 @@ async def _stream(work: Callable[[Callable[[dict], None]], Any]) -> AsyncIterato
         except RunCancelled:
             return
         except (ValueError, KeyError) as e:
-            emit({"type": "error", "message": str(e.args[0] if e.args else e)})
+            put({"type": "error", "message": str(e.args[0] if e.args else e)})
         except Exception as e:  # noqa: BLE001 - the stream must end cleanly whatever happened
-            emit({"type": "error", "message": f"internal error: {type(e).__name__}"})
-        loop.call_soon_threadsafe(q.put_nowait, None)
+            put({"type": "error", "message": f"internal error: {type(e).__name__}"})
+        put(None)
 
     threading.Thread(target=target, daemon=True, name="agent-run").start()
     try:

@@ -104,8 +104,6 @@ def rag() -> None:
 def ingest(paths: tuple[str, ...], collection: str, chunking: str | None, chunk_size: int | None,
            chunk_overlap: int | None, engine: str, questions: str | None, url: str | None, as_json: bool) -> None:
     """Ingest files or folders (Markdown, text, reST, HTML, PDF); only new or changed documents are embedded."""
-    from apps.rag.service import RagError
-
     if engine == "auto":
         engine = "ray" if os.environ.get("RAY_ADDRESS") else "local"
 
@@ -115,22 +113,13 @@ def ingest(paths: tuple[str, ...], collection: str, chunking: str | None, chunk_
     client = _server(url)
     if client is not None:
         if questions or chunk_size or chunk_overlap:
+            client.close()
             raise click.ClickException("--questions, --chunk-size and --chunk-overlap need the store itself: stop the "
                                        "server, or ingest without them through it")
         d = _upload_all(client, list(paths), collection, chunking, progress)
     else:
-        try:
-            svc = _service()
-            try:
-                report = svc.ingest(list(paths), collection, chunking, chunk_size, chunk_overlap, engine, progress,
-                                    os.path.abspath(questions) if questions else None)
-            finally:
-                svc.close()
-        except StoreLockedError as e:
-            raise click.ClickException(f"{e} (is a Conductor server starting? pass --url)") from None
-        except (RagError, StoreError) as e:
-            raise click.ClickException(str(e)) from None
-        d = report.as_dict()
+        d = _local(lambda s: s.ingest(list(paths), collection, chunking, chunk_size, chunk_overlap, engine, progress,
+                                      os.path.abspath(questions) if questions else None).as_dict())
     click.echo("", err=True)
     text = (f"{collection}: {len(d['added'])} added, {len(d['updated'])} updated, {len(d['unchanged'])} unchanged, "
             f"{len(d['deleted'])} deleted, {len(d['skipped'])} skipped; {d['chunks']} chunks in {d['seconds']} s")

@@ -14,6 +14,7 @@ One replica owns the embedded store (it is single-process); the FastAPI app is b
 """
 
 
+import hashlib
 import json
 import os
 import re
@@ -76,6 +77,13 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
     app = FastAPI(title="Conductor RAG")
     install_common(app, config)
 
+    def namespace(user: str) -> str:
+        """The prefix of `user`'s stored collection names: readable, and unique per exact user name (a hash of
+        it, so `a.b` and `a_b` never share one); none for the local user of a keyless server and the CLI."""
+        if user == LOCAL_USER:
+            return ""
+        return f"{_SAFE_USER.sub('_', user)[:16]}-{hashlib.sha256(user.encode()).hexdigest()[:8]}--"
+
     def scoped(request: Request, collection: str) -> str:
         """The stored name of a caller's collection: each user's names live in their own namespace (others get
         404); the local user of a keyless server and the CLI use bare names; admins may name any stored one."""
@@ -84,13 +92,13 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
             if is_admin(config, user):
                 return collection
             raise APIError(400, f"invalid collection name {collection!r}: '--' is reserved", param="collection")
-        return collection if user == LOCAL_USER else f"{_SAFE_USER.sub('_', user)[:24]}--{collection}"
+        return namespace(user) + collection
 
     def visible(request: Request, names: list[dict[str, Any]]) -> list[dict[str, Any]]:
         user = request_user(request)
         if is_admin(config, user):
             return names
-        prefix = "" if user == LOCAL_USER else f"{_SAFE_USER.sub('_', user)[:24]}--"
+        prefix = namespace(user)
         out = []
         for c in names:
             if prefix and c["name"].startswith(prefix):
