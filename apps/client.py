@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -22,6 +25,21 @@ class ConductorAPIError(RuntimeError):
         self.message = message
 
 
+# The user an app is acting for (an agent run's owner, the UI's logged-in user). Sent as x-conductor-user, which the
+# guard honours only with the internal key: a user's own key can never claim another user.
+ACTING_FOR: ContextVar[str | None] = ContextVar("conductor_acting_for", default=None)
+ON_BEHALF_HEADER = "x-conductor-user"
+
+
+@contextmanager
+def acting_for(user: str | None) -> Iterator[None]:
+    token = ACTING_FOR.set(user)
+    try:
+        yield
+    finally:
+        ACTING_FOR.reset(token)
+
+
 def default_base_url() -> str:
     return os.environ.get("CONDUCTOR_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 
@@ -29,11 +47,20 @@ def default_base_url() -> str:
 class ConductorClient:
     """Small sync client: chat (whole or streamed), embeddings, models, and raw JSON calls to app routes."""
 
-    def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 120.0):
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 120.0,
+                 acting_user: Callable[[], str | None] = ACTING_FOR.get):
         self.base_url = (base_url or default_base_url()).rstrip("/")
         key = api_key if api_key is not None else os.environ.get("CONDUCTOR_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self._acting_user = acting_user
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout,
+                                  event_hooks={"request": [self._say_who]})
+
+    def _say_who(self, request: httpx.Request) -> None:
+        """Runs in the caller's thread as each request is sent, so it sees that caller's context."""
+        user = self._acting_user()
+        if user:
+            request.headers[ON_BEHALF_HEADER] = quote(user, safe="")
 
     def close(self) -> None:
         self._http.close()

@@ -19,14 +19,14 @@ import hashlib
 import hmac
 import json
 from typing import Any, Callable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+from apps.client import ON_BEHALF_HEADER  # honoured only with the internal key: an app acting for a user
 from cluster.config import ConductorConfig
 
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
 INTERNAL_USER = "conductor-internal"
 LOCAL_USER = "local"  # the one user of a loopback server without keys
-ON_BEHALF_HEADER = "x-conductor-user"  # honoured only with the internal key: an app acting for one of its users
 # Gradio route templates a browser needs before it has signed in. Anything else under /ui is guarded.
 UI_PUBLIC_ROUTES = {"/", "/login", "/login/", "/logout", "/config", "/config/", "/svelte/{path:path}",
                     "/static/{path:path}", "/assets/{path:path}", "/favicon.ico", "/theme.css", "/robots.txt",
@@ -165,9 +165,17 @@ def cross_site_refusal(config: ConductorConfig, headers: Any, keys_on: bool) -> 
     return f"cross-site request from origin {origin!r} refused (add it to server.allowed_origins to allow it)"
 
 
+MAX_USER_NAME = 256
+
+
 def _on_behalf(headers: Any) -> str | None:
-    name = headers.get(ON_BEHALF_HEADER, "")
-    return name if 0 < len(name) <= 64 and name.replace("-", "").replace("_", "").replace(".", "").isalnum() else None
+    """The user an internal caller acts for; "" when the header is there but unusable (refused, never ignored:
+    ignoring it would turn the request into the internal user's)."""
+    quoted = headers.get(ON_BEHALF_HEADER)
+    if quoted is None:
+        return None
+    name = unquote(quoted)  # percent-encoded by the client: any user name fits in a header
+    return name if 0 < len(name) <= MAX_USER_NAME and name.isprintable() else ""
 
 
 def _content_type_ok(ctype: str, allowed: tuple[str, ...]) -> bool:
@@ -225,7 +233,10 @@ class Guard:
         digest = hash_key(key) if key else ""
         address = (scope.get("client") or ("unknown", 0))[0]
         if digest and self.internal_digest and hmac.compare_digest(digest, self.internal_digest):
-            return _on_behalf(headers) or INTERNAL_USER, None
+            acting = _on_behalf(headers)
+            if acting == "":
+                return None, (400, f"invalid {ON_BEHALF_HEADER} header", "invalid_request_error", None, None)
+            return acting or INTERNAL_USER, None
         locked, retry = await self.lockout.exhausted(address)  # before the key is looked at: guessing is slowed
         if locked:
             AUTH_FAILURES.labels(outcome="locked_out").inc()
@@ -265,6 +276,20 @@ class Guard:
                 return await send_error(send, 429, f"rate limit of {self.limiter.per_minute} requests/minute "
                                         "exceeded", "rate_limit_error", "rate_limited", {"Retry-After": str(retry)},
                                         scope=scope)
+        if route.ui_app is not None or scope["type"] != "http":
+            return await self._inner(scope, receive, send, headers, route)
+        # What the app does for this request (calls to other apps included) it does as this request's user. Not on
+        # UI routes: Gradio's queue runs events in tasks of its own, and the UI client says who per event.
+        from apps.client import ACTING_FOR
+
+        token = ACTING_FOR.set(None if user == INTERNAL_USER else user)
+        try:
+            return await self._inner(scope, receive, send, headers, route)
+        finally:
+            ACTING_FOR.reset(token)
+
+    async def _inner(self, scope: dict[str, Any], receive: Callable, send: Callable, headers: Any,
+                     route: RouteInfo) -> None:
         if route.upload is not None:
             if scope["type"] == "http" and scope.get("method") == "POST" and not _content_type_ok(
                     headers.get("content-type", ""), route.upload):

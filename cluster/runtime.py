@@ -83,6 +83,10 @@ def _env(config: ConductorConfig) -> dict[str, str]:
         # keeps the node IP, and so GCS, raylet, agents and exporters, on 127.0.0.1 (checked by the lifecycle
         # test that lists every listening socket).
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    # Serve's proxy checks keys on the engine mounts Conductor did not write (vLLM's Ray LLM apps).
+    from deployments.mount_guard import CALLBACK, PROXY_CALLBACK_ENV
+
+    env.setdefault(PROXY_CALLBACK_ENV, CALLBACK)
     return env
 
 

@@ -80,6 +80,7 @@ def deploy(config: ConductorConfig, only: list[str] | None = None, engine_overri
     from apps.common import with_deploy_secrets
 
     config = with_deploy_secrets(config)
+    _open_engine_mounts(config)
     serve.start(http_options={"host": config.server.host, "port": config.server.port,
                               "request_timeout_s": config.server.proxy_timeout_s})
     names = []
@@ -98,6 +99,15 @@ def deploy(config: ConductorConfig, only: list[str] | None = None, engine_overri
             continue
         names.append(spec.name)
     return names
+
+
+def _open_engine_mounts(config: ConductorConfig) -> None:
+    """Tell the proxy's mount guard (deployments/mount_guard.py) which key reaches `/engines/...`: the internal
+    key the gateway uses, when keys are on."""
+    from apps.security import keys_required, load_api_keys
+    from deployments.mount_guard import write_digests
+
+    write_digests(keys_required(config, load_api_keys(config)), [config.server.internal_api_key or ""])
 
 
 def serve_config_yaml(config: ConductorConfig, config_path: str) -> str:

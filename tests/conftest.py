@@ -32,6 +32,11 @@ def ray_cluster(tmp_path_factory):
     """A local Ray head with more logical CPUs than cores, so Serve, Train and Data can share 2 real cores."""
     import ray
 
+    from deployments.mount_guard import CALLBACK, DIGESTS_ENV, PROXY_CALLBACK_ENV
+
+    # As the local head runs Serve's proxy (cluster/runtime.py): with the engine-mount guard, its keys file here.
+    os.environ[PROXY_CALLBACK_ENV] = CALLBACK
+    os.environ[DIGESTS_ENV] = str(tmp_path_factory.mktemp("serve") / "mount-keys.json")
     if not ray.is_initialized():
         ray.init(
             num_cpus=8,

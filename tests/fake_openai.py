@@ -27,6 +27,7 @@ class FakeOpenAI:
     def __init__(self, name: str):
         self.name = name
         self.fail = False
+        self.leak = False
         self.hits = 0
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
@@ -42,8 +43,10 @@ class FakeOpenAI:
 
         @app.post("/control")
         async def control(req: Request) -> dict[str, Any]:
-            self.fail = bool((await req.json()).get("fail"))
-            return {"fail": self.fail, "hits": self.hits}
+            body = await req.json()
+            self.fail = bool(body.get("fail"))
+            self.leak = bool(body.get("leak"))
+            return {"fail": self.fail, "leak": self.leak, "hits": self.hits}
 
         @app.get("/v1/models")
         async def models() -> dict[str, Any]:
@@ -55,6 +58,13 @@ class FakeOpenAI:
             body = await req.json()
             if self.fail:
                 return JSONResponse({"error": {"message": "upstream overloaded", "type": "server_error"}}, 503)
+            if self.leak:  # as real APIs do: the key (and other credentials) echoed in the error text
+                echoed = req.headers.get("authorization", "")[7:]
+                leak = f"Incorrect API key provided: {echoed}. Session tok_live_0123456789abcdef."
+                if body.get("stream"):
+                    return StreamingResponse(iter([f"data: {json.dumps({'error': {'message': leak}})}\n\n"]),
+                                             media_type="text/event-stream")
+                return JSONResponse({"error": {"message": leak, "type": "invalid_request_error"}}, 401)
             text = self._reply(body)
             usage = {"prompt_tokens": 5, "completion_tokens": len(text.split()), "total_tokens": 5 + len(text.split())}
             if body.get("stream"):

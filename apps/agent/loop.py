@@ -8,6 +8,7 @@ to answer; the `repeat_limit`-th identical call, or a cycle of calls repeated tw
 
 from __future__ import annotations
 
+import contextvars
 import json
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from apps.agent.agents import ASK_PREFIX, HANDOFF_PREFIX, AgentSpec, ask_tool, c
 from apps.agent.llm import ChatModel, ModelError
 from apps.agent.tools import Tool, ToolRegistry
 from apps.agent.trace import CallRecord, PendingCall, Step, Trace, TraceStore
+from apps.client import acting_for
 from cluster.config import AgentConfig
 
 Event = Callable[[dict[str, Any]], None]
@@ -52,7 +54,8 @@ class AgentRunner:
                        "results": {}, "tokens": 0, "elapsed_s": 0.0, "model_steps": 0, "force_final": False,
                        "auto_approve": sorted(auto_approve or [])}
         _emit(on_event, {"type": "run", "run_id": trace.run_id, "agent": name, "task": task, "mode": trace.mode})
-        return self._drive(trace, on_event)
+        with acting_for(trace.owner):  # its tools reach other apps (RAG, video) as the run's owner
+            return self._drive(trace, on_event)
 
     def resume(self, trace: Trace | str, decisions: dict[str, bool], on_event: Event | None = None) -> Trace:
         """Apply approve (True) / reject (False) to every pending call, then continue the run."""
@@ -86,7 +89,8 @@ class AgentRunner:
         st["messages"] += P.observation_messages(trace.mode, obs)
         trace.pending, trace.status = [], "running"
         st["elapsed_s"] += time.perf_counter() - start
-        return self._drive(trace, on_event)
+        with acting_for(trace.owner):  # its tools reach other apps (RAG, video) as the run's owner
+            return self._drive(trace, on_event)
 
     # --- the loop --------------------------------------------------------------------------------------------
     def _drive(self, trace: Trace, on_event: Event | None, depth: int = 0) -> Trace:
@@ -279,7 +283,8 @@ class AgentRunner:
                 one(it)
             return
         with ThreadPoolExecutor(max_workers=min(self.cfg.parallel_tool_calls, len(items))) as pool:
-            list(pool.map(one, items))
+            # Each call in a copy of this run's context: tools then reach other apps as the run's owner.
+            list(pool.map(lambda it: contextvars.copy_context().run(one, it), items))
 
     def _ask(self, trace: Trace, call: P.Call, rec: CallRecord, depth: int, on_event: Event | None) -> None:
         """An agent used as a tool: a nested run whose steps join this trace (depth + 1)."""

@@ -8,6 +8,7 @@ an observation it can recover from; nothing a tool does can raise out of `ToolRe
 
 from __future__ import annotations
 
+import contextvars
 import json
 import queue
 import threading
@@ -93,7 +94,8 @@ def _run_with_timeout(fn: Callable[[], Any], timeout_s: float) -> Any:
         except BaseException as e:  # noqa: BLE001 - everything a tool raises becomes an observation
             box.put((False, e))
 
-    threading.Thread(target=target, daemon=True, name="agent-tool").start()
+    context = contextvars.copy_context()  # the tool acts for the run's owner (apps.client.ACTING_FOR)
+    threading.Thread(target=context.run, args=(target,), daemon=True, name="agent-tool").start()
     try:
         ok, value = box.get(timeout=timeout_s)
     except queue.Empty:

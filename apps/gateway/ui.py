@@ -35,10 +35,19 @@ class UIContext:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def signed_in_user() -> str | None:
+    """The user signed in to the UI for the Gradio event being handled (None without keys or outside an event)."""
+    from gradio.context import LocalContext
+
+    request = LocalContext.request.get(None)
+    return getattr(request, "username", None) or None
+
+
 def make_client(config: ConductorConfig) -> ConductorClient:
+    """Tabs act for the signed-in user: what they create is that user's, and they see only what that user may."""
     from apps.gateway.app import serve_base_url
 
-    return ConductorClient(base_url=serve_base_url(config))
+    return ConductorClient(base_url=serve_base_url(config), acting_user=signed_in_user)
 
 
 def stream_chat(client: ConductorClient, model: str, messages: list[dict[str, Any]], max_tokens: int,

@@ -9,12 +9,14 @@
   POST   /{collection}/ingest                 {paths: [...]} server-side folders under rag.ingest_roots
   GET    /{collection}/context?source&start&end   a cited passage with the text around it
   GET    /{collection}/eval                   evaluation history;  POST runs it on the attached question set
+  PUT    /{collection}/sharing                {users: [...]} who else may read it (the owner's; [] stops sharing)
+
+Each user's collections are their own (apps/rag/access.py): others get 404, or read-only access when shared.
 
 One replica owns the embedded store (it is single-process); the FastAPI app is built inside that replica.
 """
 
 
-import hashlib
 import json
 import os
 import re
@@ -27,7 +29,6 @@ from pydantic import BaseModel, Field
 from cluster.config import ConductorConfig, config_from_dict, expand_path
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_SAFE_USER = re.compile(r"[^A-Za-z0-9_]")
 # What an upload may be declared as (never text/plain or a form type: a page on another site could send those).
 UPLOAD_TYPES = ("application/octet-stream", "application/pdf", "text/markdown", "text/x-markdown", "text/html",
                 "application/xhtml+xml", "text/x-rst", "text/prs.fallenstein.rst")
@@ -46,6 +47,10 @@ class IngestRequest(BaseModel):
     paths: list[str] = Field(..., min_length=1, description="Server-side files/folders under rag.ingest_roots.")
     chunking: Literal["fixed", "recursive", "structure"] | None = Field(None, description="For a new collection.")
     engine: Literal["local", "ray"] = Field("local", description="Ingestion engine.")
+
+
+class ShareRequest(BaseModel):
+    users: list[str] = Field(..., max_length=100, description="Users who may read the collection; [] for none.")
 
 
 class EvalQuestion(BaseModel):
@@ -72,40 +77,17 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
     from apps.rag.service import RagError
     from deployments.vectorstore import StoreError, StoreLockedError
 
-    from apps.security import LOCAL_USER, is_admin, request_user
+    from apps.rag.access import CollectionAccess, check_shares, namespace
+    from apps.security import request_user
 
     app = FastAPI(title="Conductor RAG")
     install_common(app, config)
 
-    def namespace(user: str) -> str:
-        """The prefix of `user`'s stored collection names: readable, and unique per exact user name (a hash of
-        it, so `a.b` and `a_b` never share one); none for the local user of a keyless server and the CLI."""
-        if user == LOCAL_USER:
-            return ""
-        return f"{_SAFE_USER.sub('_', user)[:16]}-{hashlib.sha256(user.encode()).hexdigest()[:8]}--"
+    access = CollectionAccess(config, lambda stored: svc().meta(stored))
 
-    def scoped(request: Request, collection: str) -> str:
-        """The stored name of a caller's collection: each user's names live in their own namespace (others get
-        404); the local user of a keyless server and the CLI use bare names; admins may name any stored one."""
-        user = request_user(request)
-        if "--" in collection:
-            if is_admin(config, user):
-                return collection
-            raise APIError(400, f"invalid collection name {collection!r}: '--' is reserved", param="collection")
-        return namespace(user) + collection
+    def scoped(request: Request, collection: str, write: bool = False) -> str:
+        return access.stored(request_user(request), collection, write)
 
-    def visible(request: Request, names: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        user = request_user(request)
-        if is_admin(config, user):
-            return names
-        prefix = namespace(user)
-        out = []
-        for c in names:
-            if prefix and c["name"].startswith(prefix):
-                out.append({**c, "name": c["name"][len(prefix):]})
-            elif not prefix and "--" not in c["name"]:
-                out.append(c)
-        return out
     state: dict[str, Any] = {}
     write_lock = threading.Lock()  # one ingestion at a time: the store has one writer
     limit = config.server.max_upload_bytes
@@ -129,19 +111,33 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
 
     @app.get("/collections")
     def collections(request: Request) -> dict[str, Any]:
-        return {"collections": visible(request, call(lambda: svc().collections()))}
+        return {"collections": access.visible(request_user(request), call(lambda: svc().collections()))}
 
     @app.get("/{collection}")
     def info(collection: str, request: Request) -> dict[str, Any]:
         stored = scoped(request, collection)
-        return call(lambda: {**svc().meta(stored), "name": collection})
+        meta = call(lambda: svc().meta(stored))
+        if not access.is_reader(request_user(request), stored):
+            return {**meta, "name": collection}
+        return {k: v for k, v in meta.items() if k != "shared_with"} | {"name": collection}
 
     @app.delete("/{collection}")
     def delete(collection: str, request: Request) -> dict[str, Any]:
-        stored = scoped(request, collection)
+        stored = scoped(request, collection, write=True)
         with write_lock:
             call(lambda: svc().delete(stored))
         return {"deleted": collection}
+
+    @app.put("/{collection}/sharing")
+    def share(collection: str, req: ShareRequest, request: Request) -> dict[str, Any]:
+        """Replace the users `collection` is shared with (read-only); [] stops sharing. The owner's or an admin's."""
+        stored = scoped(request, collection, write=True)
+        users = check_shares(req.users)
+        user = request_user(request)
+        owner = user if stored.startswith(namespace(user) or "\0") else None  # not an admin sharing another's
+        with write_lock:
+            meta = call(lambda: svc().share(stored, users, owner))
+        return {"name": collection, "stored_name": stored, "shared_with": meta["shared_with"]}
 
     @app.post("/{collection}/search")
     def search(collection: str, req: QueryRequest, request: Request) -> dict[str, Any]:
@@ -184,7 +180,7 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
     async def upload(collection: str, request: Request, filename: str, chunking: str | None = None) -> Any:
         from apps.rag.parsers import kind_of
 
-        collection = scoped(request, collection)
+        collection = scoped(request, collection, write=True)
         name = _SAFE.sub("_", os.path.basename(filename)).lstrip(".")
         if not name or kind_of(name) is None:
             raise APIError(415, f"unsupported file type for {filename!r}; use .md, .txt, .rst, .html or .pdf")
@@ -221,7 +217,7 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
 
     @app.post("/{collection}/ingest")
     async def ingest(collection: str, req: IngestRequest, request: Request) -> Any:
-        collection = scoped(request, collection)
+        collection = scoped(request, collection, write=True)
         roots = [os.path.realpath(expand_path(r)) for r in config.rag.ingest_roots]
         for p in req.paths:
             real = os.path.realpath(expand_path(p))
@@ -247,7 +243,7 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
     def eval_run(collection: str, req: EvalRequest, request: Request) -> Any:
         from apps.rag.eval import run_and_record
 
-        collection = scoped(request, collection)
+        collection = scoped(request, collection, write=True)  # it records a run in the collection's history
         meta = call(lambda: svc().meta(collection))
         questions = meta.get("questions")
         if req.questions:  # gold documents named as uploaded: they live in this collection's upload folder

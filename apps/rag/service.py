@@ -74,6 +74,14 @@ class RagService:
         except StoreError as e:
             raise RagError(str(e)) from None
 
+    def share(self, collection: str, users: list[str], owner: str | None) -> dict[str, Any]:
+        meta = self.meta(collection)
+        meta["shared_with"] = users
+        if owner and "owner" not in meta:  # shown to those it is shared with as `shared_by`
+            meta["owner"] = owner
+        self.store.set_meta(collection, meta)
+        return meta
+
     def delete(self, collection: str) -> None:
         self.meta(collection)
         self.store.delete_collection(collection)

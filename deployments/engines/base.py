@@ -8,6 +8,7 @@ one directly.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -15,6 +16,20 @@ from collections.abc import AsyncIterator
 from typing import Any, Callable
 
 from cluster.config import EngineConfig
+
+
+# What a credential looks like in an upstream's error text: vendor-prefixed keys (sk-..., hf_..., ghp_...), bearer
+# values, and long opaque tokens. Upstreams echo keys back ("Incorrect API key provided: sk-..."); we never repeat.
+_CREDENTIAL = re.compile(r"(?i)\bbearer\s+\S+|\b(?:sk|pk|rk|ak|hf|gh[pousr]|xox[abpr]|key|tok(?:en)?|api)[-_]"
+                         r"[A-Za-z0-9._\-]{6,}|\b[A-Za-z0-9_\-]{32,}\b")
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """`text` without the given secrets or anything shaped like a credential (for errors and logs)."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    return _CREDENTIAL.sub("[redacted]", text)
 
 
 class EngineError(Exception):

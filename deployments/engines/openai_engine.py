@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from deployments.engines.base import Engine, EngineError
+from deployments.engines.base import Engine, EngineError, redact
 
 
 class OpenAIEngine(Engine):
@@ -35,17 +35,21 @@ class OpenAIEngine(Engine):
             body["stream_options"] = {"include_usage": True}
         return body
 
-    @staticmethod
-    def _raise_for(r: httpx.Response, text: str) -> None:
+    def _raise_for(self, r: httpx.Response, text: str) -> None:
         try:
             err = json.loads(text).get("error", {})
             msg = err.get("message", text) if isinstance(err, dict) else str(err)
         except (ValueError, AttributeError):
-            msg = text[:300]
+            msg = text
+        msg = self._redact(str(msg)[:300])
         # A 400 is the caller's fault and must not fail over; auth/rate/server errors are the backend's.
         if r.status_code in (400, 404, 413, 422):
             raise EngineError(r.status_code, f"upstream rejected the request: {msg}", "invalid_request_error")
         raise EngineError(502, f"upstream answered {r.status_code}: {msg}")
+
+    def _redact(self, text: str) -> str:
+        """Upstream text may carry our key back (or another credential): it never reaches a caller or a log."""
+        return redact(text, (os.environ.get(self.config.api_key_env, ""),) if self.config.api_key_env else ())
 
     async def _post(self, path: str, request: dict[str, Any]) -> dict[str, Any]:
         assert self.client is not None
@@ -83,7 +87,12 @@ class OpenAIEngine(Engine):
                     data = line[5:].strip()
                     if data == "[DONE]":
                         return
-                    yield json.loads(data)
+                    chunk = json.loads(data)
+                    if isinstance(chunk, dict) and "error" in chunk:  # failed mid-stream: say so, in our words
+                        err = chunk["error"]
+                        msg = err.get("message", "") if isinstance(err, dict) else str(err)
+                        raise EngineError(502, f"upstream failed mid-stream: {self._redact(str(msg)[:300])}")
+                    yield chunk
         except httpx.TimeoutException:
             raise EngineError(504, f"upstream {self.config.name} timed out") from None
         except httpx.HTTPError as e:

@@ -64,6 +64,8 @@ class VLLMEngine(OpenAIEngine):
         self.config = self.config.model_copy(update={
             "base_url": f"{base.rstrip('/')}{route_prefix(self.config.name)}/v1",
             "model": self.config.name,  # LLMConfig's model_id
+            # The mount is internal (deployments/mount_guard.py): the gateway replica's own key reaches it.
+            "api_key_env": self.config.api_key_env or "CONDUCTOR_API_KEY",
         })
         await super().start()
 

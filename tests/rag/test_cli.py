@@ -13,6 +13,8 @@ from cluster.cli import cli
 @pytest.fixture
 def run(tmp_path, monkeypatch):
     monkeypatch.setenv("CONDUCTOR__RAG__DATA_DIR", str(tmp_path / "store"))
+    # No server here (a test stack started earlier in the session exports its URL): the CLI opens the store.
+    monkeypatch.setenv("CONDUCTOR_BASE_URL", "http://127.0.0.1:9")
 
     def _run(*args: str, code: int = 0):
         res = CliRunner().invoke(cli, ["rag", *args], catch_exceptions=False)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.stack import OTHER_KEY
+
 pytestmark = [pytest.mark.serve, pytest.mark.browser]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -78,7 +80,7 @@ def _pdf(path: Path, lines: list[str], pad_bytes: int) -> Path:
     return path
 
 
-def test_documents_tab_ingests_a_5mb_pdf_and_answers_from_it(page, tmp_path):
+def test_documents_tab_ingests_a_5mb_pdf_and_answers_from_it(page, serve_stack, tmp_path):
     pdf = _pdf(tmp_path / "manual.pdf", ["The Quokka 3000 blender resets when you hold the pulse button",
                                          "for twelve seconds. The jar is dishwasher safe."], 5 * 1024 * 1024)
     assert pdf.stat().st_size > 5_000_000
@@ -89,6 +91,10 @@ def test_documents_tab_ingests_a_5mb_pdf_and_answers_from_it(page, tmp_path):
     page.click("#rag-ingest")
     page.wait_for_selector("#rag-ingest-out :text('chunks')", timeout=180_000)
     assert "manual.pdf" in page.inner_text("#rag-ingest-out")
+    # The tab acted for the signed-in user: the collection is tester's, as if made with tester's key.
+    with serve_stack.http() as me, serve_stack.http(key=OTHER_KEY) as other:
+        assert "pdfdocs" in [c["name"] for c in me.get("/v1/rag/collections").json()["collections"]]
+        assert "pdfdocs" not in [c["name"] for c in other.get("/v1/rag/collections").json()["collections"]]
     page.fill("#rag-question textarea", "How do I reset the Quokka blender?")
     page.click("#rag-ask")
     page.wait_for_selector("#rag-citations :text('manual.pdf')", timeout=180_000)  # sources come first
