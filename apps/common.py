@@ -14,7 +14,8 @@ import secrets
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -97,8 +98,9 @@ def install_common(app: FastAPI, config: ConductorConfig, max_body_bytes: int | 
             msg = "request body is not valid JSON"
         return error_response(400, msg, param=where or None)
 
-    @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    # Starlette's class, not FastAPI's subclass: the router's own 404/405 keep OpenAI's error shape too.
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error_response(exc.status_code, str(exc.detail), "invalid_request_error" if exc.status_code < 500
                               else "server_error", headers=getattr(exc, "headers", None))
 

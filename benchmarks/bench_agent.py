@@ -107,7 +107,7 @@ def _step_validity(trace) -> tuple[int, int]:
     return ok, len(steps)
 
 
-def run_suite(base_url: str, constrained: bool, tasks, data_dir: str) -> dict[str, Any]:
+def run_suite(base_url: str, constrained: bool, tasks, data_dir: str, mode: str = "react") -> dict[str, Any]:
     from apps.agent import build_runner
     from apps.agent.builtin import builtin_registry
     from cluster.config import ConductorConfig
@@ -116,7 +116,7 @@ def run_suite(base_url: str, constrained: bool, tasks, data_dir: str) -> dict[st
     reg = builtin_registry(config, rag=_searcher(), video=lambda q, c, k: [])
     runner = build_runner(config, base_url=base_url, api_key="", model="smollm2", registry=reg, agents=_agents(),
                           data_dir=data_dir, constrained=constrained, max_steps=4, step_max_tokens=128,
-                          max_seconds=300)
+                          max_seconds=300, mode=mode)
     wins, steps, valid, total, loop_ms, model_ms, rows = 0, [], 0, 0, [], [], []
     for agent, task, expected, _ in tasks:
         trace = runner.run(task, agent=agent, auto_approve={"python"})
@@ -151,6 +151,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         with LocalChatServer(n_ctx=2048) as local:
             c = run_suite(local.base_url, True, tasks, tmp)
             u = run_suite(local.base_url, False, tasks, tmp)
+            nat = run_suite(local.base_url, True, tasks, tmp, mode="native")  # OpenAI tools / tool_calls
         wall = time.perf_counter() - t0
     n = len(tasks)
     detail = "; ".join(f"{r['task'][:28]}…={'ok' if r['ok'] else r['stopped']}" for r in c["tasks"])
@@ -165,6 +166,11 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
          "baseline": o["success"], "unit": "fraction", "higher_is_better": True,
          "goal": "oracle = 1.0 proves the loop and tools; the gap is the 135M model",
          "notes": f"oracle steps/task {o['steps']:.2f}"},
+        {"name": "agent: task success, SmolLM2 native tool calls vs JSON-step protocol", "conductor": nat["success"],
+         "baseline": c["success"], "unit": "fraction", "higher_is_better": True,
+         "goal": "native (tools/tool_calls, what frameworks use) works with the packaged model",
+         "notes": f"native validity {nat['validity']:.2f}, steps/task {nat['steps']:.2f}; JSON-step validity "
+                  f"{c['validity']:.2f}, steps/task {c['steps']:.2f}"},
         {"name": "agent: steps per task, SmolLM2 constrained vs oracle", "conductor": c["steps"],
          "baseline": o["steps"], "unit": "model steps", "higher_is_better": False,
          "goal": "close to the oracle's 2 (call, answer)", "notes": f"unconstrained {u['steps']:.2f}"},

@@ -17,6 +17,7 @@ from ray import serve
 
 from cluster.config import EngineConfig
 from deployments.engines.base import Engine, EngineError, engine_class
+from deployments.engines.tool_calls import ToolPlan, plan_for
 
 _END = object()
 
@@ -45,8 +46,14 @@ class LLMServer:
         if errors:
             raise errors[0]
 
+    def _tool_plan(self, request: dict[str, Any]) -> ToolPlan | None:
+        return None if self.engine.native_tool_calls else plan_for(request)
+
     async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
         try:
+            plan = self._tool_plan(request)
+            if plan is not None:
+                return plan.finish(await self.engine.chat(plan.engine_request))
             return await self.engine.chat(request)
         except Exception as e:
             return error_dict(e)
@@ -58,7 +65,9 @@ class LLMServer:
             return error_dict(e)
 
     async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]]]:
-        async for batch in coalesce(self.engine.chat_stream(request), self.stream_interval_s):
+        plan = self._tool_plan(request)
+        chunks = self.engine.chat_stream(request if plan is None else plan.engine_request)
+        async for batch in coalesce(chunks if plan is None else plan.stream(chunks), self.stream_interval_s):
             yield batch
 
     async def complete_stream(self, request: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]]]:

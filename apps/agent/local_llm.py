@@ -2,7 +2,7 @@
 
 For running the agent (tests, the benchmark, `conductor agent --local`) without the served stack: it answers
 POST /v1/chat/completions (non-streaming) on a loopback port, passing `response_format` json_schema through to
-llama.cpp's constrained decoding. The production path is Conductor's gateway; this is deliberately tiny.
+llama.cpp's constrained decoding, and serving `tools` as the gateway does (deployments/engines/tool_calls.py). The production path is Conductor's gateway; this is deliberately tiny.
 """
 
 from __future__ import annotations
@@ -74,15 +74,18 @@ class LocalChatServer:
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         if not self.httpd or "messages" not in body:
             raise ValueError("messages is required")
+        from deployments.engines.tool_calls import plan_for
+
         req = {k: v for k, v in body.items() if k not in ("model", "stream")}
+        plan = plan_for(req)  # `tools` become OpenAI tool_calls, as the gateway serves them
         with self._lock:
-            out = self.llama.handle_chat_completions(req)
+            out = self.llama.handle_chat_completions(req if plan is None else plan.engine_request)
         if isinstance(out, str):
             out = json.loads(out)
         if "error" in out:
             raise RuntimeError(str(out["error"]))
         out["model"] = self.model_id
-        return out
+        return out if plan is None else plan.finish(out)
 
     def __enter__(self) -> "LocalChatServer":
         self._thread.start()

@@ -148,14 +148,49 @@ async def whole_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[s
         gw.metrics.cache_hits.inc(model=model.config.id)
         return JSONResponse(hit[1], headers={BACKEND_HEADER: hit[0], "x-conductor-cache": "hit"})
     try:
-        backend, resp = await gw.router.call(model, endpoint, req)
+        backend, resp = await _generate_choices(gw, model, endpoint, req)
     except EngineError as e:
         return _failed(gw, model, endpoint, e)
     resp["model"] = model.config.id
+    conform(resp, endpoint)
     n_in, n_out = _usage(resp)
     account(gw, model, backend.name, endpoint, t0, n_in, n_out, user)
     gw.cache.put(key, backend.name, resp)
     return JSONResponse(resp, headers={BACKEND_HEADER: backend.name})
+
+
+async def _generate_choices(gw: Any, model: RoutedModel, endpoint: str, req: dict[str, Any]) -> tuple[Any, dict]:
+    """One generation per choice (n > 1 fans out, each with its own seed): one backend's answer, choices merged."""
+    n = int(req.pop("n", None) or 1)
+    if n == 1:
+        return await gw.router.call(model, endpoint, req)
+    seeds = [None if req.get("seed") is None else req["seed"] + i for i in range(n)]
+    results = await asyncio.gather(*(gw.router.call(model, endpoint, {**req, "seed": seed} if seed is not None
+                                                    else req) for seed in seeds))
+    backend, resp = results[0]
+    resp["choices"] = [{**c, "index": i} for i, (_, r) in enumerate(results) for c in r.get("choices", [])[:1]]
+    outs = sum(_usage(r)[1] for _, r in results)
+    n_in = _usage(resp)[0]
+    resp["usage"] = {"prompt_tokens": n_in, "completion_tokens": outs, "total_tokens": n_in + outs}
+    return backend, resp
+
+
+def conform(resp: dict[str, Any], endpoint: str) -> dict[str, Any]:
+    """Fields OpenAI's schema marks required (null where they do not apply): typed clients reject a response
+    without them, whichever engine made it."""
+    chat = endpoint == "chat"
+    for choice in resp.get("choices") or []:
+        choice.setdefault("logprobs", None)
+        if "delta" in choice or resp.get("object") == "chat.completion.chunk":
+            choice.setdefault("delta", {})
+        elif chat:
+            message = choice.setdefault("message", {})
+            message.setdefault("role", "assistant")
+            message.setdefault("content", None)
+            message.setdefault("refusal", None)
+        else:
+            choice.setdefault("text", "")
+    return resp
 
 
 async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[str, Any], user: str) -> Response:
@@ -201,6 +236,7 @@ async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[
                                                   err.get("type", "server_error"))))
                         continue
                     chunk["model"] = mid
+                    conform(chunk, endpoint)
                     if chunk.get("usage"):
                         n_in, n_out = _usage(chunk)
                     if not first_token_seen and any((c.get("delta") or {}).get("content") or c.get("text")

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 INT64 = 2**63 - 1
 NAME = r"^[A-Za-z0-9_-]{1,64}$"
 # Accepted for compatibility, never sent to an engine.
-PLATFORM_ONLY = {"user", "store", "metadata", "service_tier", "max_completion_tokens", "parallel_tool_calls"}
+PLATFORM_ONLY = {"user", "store", "metadata", "service_tier", "max_completion_tokens"}
+MAX_CHOICES = 8  # n: each choice is its own generation (the gateway fans out), so n multiplies the work
 
 
 class _Strict(BaseModel):
@@ -213,7 +214,7 @@ class _Sampling(_Strict):
     max_completion_tokens: int | None = Field(None, ge=1, le=1_000_000)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
-    n: int | None = Field(None, ge=1, le=1, description="Only n=1 is supported.")
+    n: int | None = Field(None, ge=1, le=MAX_CHOICES, description="Choices to generate (whole responses only).")
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     stop: Stop | None = None
@@ -238,6 +239,8 @@ class _Sampling(_Strict):
     def _stream_options_need_stream(self) -> "_Sampling":
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed when stream is true")
+        if (self.n or 1) > 1 and self.stream:
+            raise ValueError("n > 1 is only supported without stream")
         return self
 
     def budget(self) -> int | None:
@@ -271,6 +274,13 @@ class ChatRequest(_Sampling):
             raise ValueError(f"tool_choice names function {self.tool_choice.function.name!r}, which is not in tools")
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs requires logprobs to be true")
+        called: set[str] = set()
+        for i, m in enumerate(self.messages):
+            if isinstance(m, AssistantMessage):
+                called |= {c.id for c in m.tool_calls or []}
+            elif isinstance(m, ToolMessage) and m.tool_call_id not in called:
+                raise ValueError(f"messages.{i}: tool_call_id {m.tool_call_id!r} answers no earlier assistant "
+                                 "tool call")
         return self
 
 

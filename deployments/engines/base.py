@@ -48,6 +48,10 @@ class EngineError(Exception):
 class Engine(ABC):
     """start() loads the model (may block for seconds); the rest answer one request each."""
 
+    # Engines that speak OpenAI's tool calls themselves (hosted APIs, vLLM) get `tools` as they are; the others
+    # are served through deployments/engines/tool_calls.py (constrained JSON, turned back into tool_calls).
+    native_tool_calls = False
+
     def __init__(self, config: EngineConfig):
         self.config = config
 

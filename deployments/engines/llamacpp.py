@@ -19,6 +19,11 @@ from deployments.packaged import resolve_model_spec
 _DONE = object()
 
 
+def _refused(e: ValueError) -> EngineError:
+    """xllamacpp raises ValueError for a request llama.cpp will not run: the caller's to fix, not a fault."""
+    return EngineError(400, f"the model cannot run this request: {str(e)[:300]}", "invalid_request_error")
+
+
 class LlamaCppEngine(Engine):
     server: Any = None
     active = 0  # generations running in llama.cpp right now (a client that left must bring this back down)
@@ -51,6 +56,8 @@ class LlamaCppEngine(Engine):
         self._busy(1)
         try:
             return fn(req)
+        except ValueError as e:  # llama.cpp refused the request itself (e.g. a schema it cannot make a grammar of)
+            raise _refused(e) from None
         finally:
             self._busy(-1)
 
@@ -118,6 +125,8 @@ class LlamaCppEngine(Engine):
                 item = await queue.get()
                 if item is _DONE:
                     return
+                if isinstance(item, ValueError):
+                    raise _refused(item)
                 if isinstance(item, Exception):
                     raise EngineError(500, f"llama.cpp failed: {item}")
                 yield self._check(item)

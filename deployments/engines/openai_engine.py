@@ -17,6 +17,7 @@ from deployments.engines.base import Engine, EngineError, redact
 
 class OpenAIEngine(Engine):
     client: httpx.AsyncClient | None = None
+    native_tool_calls = True
 
     async def start(self) -> None:
         headers = {}
