@@ -200,6 +200,7 @@ async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[
     except EngineError as e:
         return _failed(gw, model, endpoint, e)
     mid = model.config.id
+    wants_usage = bool((req.get("stream_options") or {}).get("include_usage"))
 
     def sse(obj: dict[str, Any]) -> bytes:
         return b"data: " + json.dumps(obj).encode() + b"\n\n"
@@ -239,6 +240,10 @@ async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[
                     conform(chunk, endpoint)
                     if chunk.get("usage"):
                         n_in, n_out = _usage(chunk)
+                        if not wants_usage:  # counted for metrics and cost; sent only when asked for, as OpenAI does
+                            if not chunk.get("choices"):
+                                continue
+                            chunk.pop("usage")
                     if not first_token_seen and any((c.get("delta") or {}).get("content") or c.get("text")
                                                     for c in chunk.get("choices", [])):
                         first_token_seen = True

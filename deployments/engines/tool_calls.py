@@ -3,8 +3,9 @@
 Small local models have no tool format of their own (SmolLM2's chat template has none), so the engine is asked
 for one JSON reply under a JSON schema that only admits what the request allows: with `tool_choice` "required"
 or a named function, a list of calls to those tools with arguments valid against each tool's parameters; with
-"auto", either that or `{"content": "..."}`. llama.cpp turns the schema into a grammar, so the shape is guaranteed
-(constrained decoding); an engine without constraints gets the same instructions and is parsed leniently. The
+"auto", either that or `{"content": "..."}`. Both local engines decode under the schema (llama.cpp compiles it to
+a grammar; the transformers engine uses lm-format-enforcer, deployments/engines/constrained.py), so the shape is
+guaranteed; an engine without constraints would get the same instructions and be parsed leniently. The
 reply is then turned back into OpenAI's shapes: `message.tool_calls` with ids and JSON-string arguments,
 `finish_reason: "tool_calls"`, and for streams the tool-call deltas OpenAI sends. Earlier turns (assistant
 `tool_calls`, `role: "tool"` results) are rewritten into the plain messages such a model understands.

@@ -70,7 +70,27 @@ class TransformersEngine(Engine):
             kw["min_new_tokens"] = max_new
         if request.get("seed") is not None:
             torch.manual_seed(int(request["seed"]))
+        constraint = self._format_constraint(request.get("response_format"), int(ids.shape[1]))
+        if constraint is not None:
+            kw["prefix_allowed_tokens_fn"] = constraint
         return kw
+
+    def _format_constraint(self, fmt: dict[str, Any] | None, prompt_len: int) -> Any:
+        """`response_format` as constrained decoding (deployments/engines/constrained.py): only tokens that keep
+        the output valid JSON for the schema are allowed, as llama.cpp's grammars do. Tool calls ride on this."""
+        kind = (fmt or {}).get("type")
+        if kind not in ("json_schema", "json_object"):
+            return None
+        from deployments.engines.constrained import allowed_tokens_fn, tokenizer_data
+
+        schema = (fmt.get("json_schema") or {}).get("schema") if kind == "json_schema" else None
+        if getattr(self, "_vocab", None) is None:  # the vocabulary's table, built once per replica
+            self._vocab = tokenizer_data(self.tokenizer)
+        try:
+            return allowed_tokens_fn(self._vocab, schema, prompt_len)
+        except Exception as e:  # noqa: BLE001 - a schema the enforcer cannot follow is the caller's to change
+            raise EngineError(400, f"the model cannot follow this response_format: {str(e)[:200]}",
+                              "invalid_request_error") from None
 
     # --- generation -----------------------------------------------------------------------------------------
     def _generate_stream(self, prompt: str, request: dict[str, Any]):  # -> (iterator of text, stats dict)

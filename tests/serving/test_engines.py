@@ -77,6 +77,40 @@ def test_transformers_engine_serves_an_hf_directory(tmp_path):
     assert e.value.status == 400 and "context" in e.value.message
 
 
+def test_transformers_engine_constrains_json_and_tool_calls(tmp_path):
+    """Even a random-weight model returns schema-valid JSON and well-formed tool calls: the transformers engine
+    decodes under the schema (deployments/engines/constrained.py), and LLMServer turns the reply into tool_calls."""
+    import json
+
+    import jsonschema
+
+    from deployments.llm import LLMServer
+    from tests.serving.tiny_hf import make_tiny_llama
+
+    d = make_tiny_llama(tmp_path / "tiny", context=2048)
+    server = LLMServer(EngineConfig(name="tf", engine="transformers", model=str(d), context_length=2048,
+                                    device="cpu").model_dump())
+    unit = {"type": "object", "properties": {"unit": {"enum": ["celsius", "fahrenheit"]}}, "required": ["unit"],
+            "additionalProperties": False}
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": unit}}
+    ask = [{"role": "user", "content": "weather?"}]
+
+    async def go():
+        fmt = await server.chat({"messages": ask, "max_tokens": 40, "temperature": 0, "response_format": {
+            "type": "json_schema", "json_schema": {"name": "u", "schema": unit}}})
+        call = await server.chat({"messages": ask, "max_tokens": 120, "temperature": 0, "tools": [weather],
+                                  "tool_choice": "required", "parallel_tool_calls": False})
+        return fmt, call
+
+    fmt, call = run(go())
+    jsonschema.validate(json.loads(fmt["choices"][0]["message"]["content"]), unit)
+    choice = call["choices"][0]
+    assert choice["finish_reason"] == "tool_calls", choice
+    (tool_call,) = choice["message"]["tool_calls"]
+    assert tool_call["function"]["name"] == "get_weather"
+    jsonschema.validate(json.loads(tool_call["function"]["arguments"]), unit)
+
+
 def test_registry_accepts_third_party_engines():
     from deployments.engines.echo import EchoEngine
 

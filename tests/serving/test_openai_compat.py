@@ -136,6 +136,8 @@ def test_every_route_matches_openais_required_fields(serve_stack):
             for ev in events:
                 model.model_validate(ev)
             assert events[-1]["usage"]["total_tokens"] > 0
+            plain = _sse(c, route, {k: v for k, v in body.items() if k != "stream_options"})
+            assert plain and not any("usage" in ev for ev in plain)  # the usage chunk only when asked for
 
 
 def _sse(c: httpx.Client, path: str, body: dict) -> list[dict]:
@@ -212,7 +214,7 @@ def test_llamaindex_openai_like(serve_stack):
 
 
 def test_the_readmes_tool_call_examples_run_as_written(serve_stack):
-    """The README's openai and LangChain snippets, run as written against the test stack (its address and key)."""
+    """The README's Python snippets for the API, run as written against the test stack (its address and key)."""
     import re
     import subprocess
     import sys
@@ -220,11 +222,29 @@ def test_the_readmes_tool_call_examples_run_as_written(serve_stack):
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "127.0.0.1:8000/v1" in b]
-    assert len(blocks) == 2, "the Serving API section shows one openai and one LangChain example"
+    assert len(blocks) == 3, "the quickstart's client, and the Serving API's openai and LangChain tool calls"
     for block in blocks:
         code = block.replace("http://127.0.0.1:8000", serve_stack.base_url).replace(
-            '"unused-without-keys"', repr(serve_stack.api_key))
+            '"unused-on-loopback"', repr(serve_stack.api_key))
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
-        assert r.stdout.strip(), block
+        assert "print(" not in block or r.stdout.strip(), block
     assert "391" in r.stdout and "multiply" in r.stdout  # the LangChain one ran the tool from the model's call
+
+
+def test_a_call_cut_off_by_max_tokens_is_length_not_an_error(serve_stack):
+    resp = serve_stack.client().chat.completions.create(model="smollm2", messages=ASK, tools=[MULTIPLY],
+                                                        tool_choice="required", max_tokens=12, temperature=0)
+    S.ChatCompletion.model_validate(resp.model_dump())
+    message = resp.choices[0]
+    assert message.finish_reason == "length" and (message.message.tool_calls or message.message.content)
+
+
+def test_sdk_models_retrieve_and_not_found(serve_stack):
+    import openai
+
+    client = serve_stack.client()
+    assert client.models.retrieve("smollm2").id == "smollm2"
+    with pytest.raises(openai.NotFoundError) as e:
+        client.models.retrieve("no-such-model")
+    assert e.value.body["code"] == "model_not_found"  # the SDK reads OpenAI's error shape

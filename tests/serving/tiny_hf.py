@@ -9,7 +9,7 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n
                  "{% if add_generation_prompt %}<|assistant|>{% endif %}")
 
 
-def make_tiny_llama(out: Path, seed: int = 0) -> Path:
+def make_tiny_llama(out: Path, seed: int = 0, context: int = 256) -> Path:
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -27,7 +27,7 @@ def make_tiny_llama(out: Path, seed: int = 0) -> Path:
     hf_tok.chat_template = CHAT_TEMPLATE
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=len(hf_tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
                       bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.eos_token_id)
     LlamaForCausalLM(cfg).save_pretrained(out)
     hf_tok.save_pretrained(out)
