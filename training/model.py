@@ -138,27 +138,27 @@ class Attention(nn.Module):
         self.dropout = cfg.dropout
 
     def forward(self, x, cos, sin, cache: KVCache | None = None) -> torch.Tensor:
-        B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_head, self.hd).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)
+        B, T, _ = x.shape  # x: (B, T, C)
+        q = self.q_proj(x).view(B, T, self.n_head, self.hd).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)  # (B, nkv, T, hs)
+        v = self.v_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)  # (B, nkv, T, hs)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
-            k, v = cache.update(self.layer, k, v)
+            k, v = cache.update(self.layer, k, v)  # (B, nkv, S, hs): S = positions so far, this step's included
         if self.n_kv != self.n_head:  # GQA/MQA: each kv head serves n_head/n_kv query heads
             rep = self.n_head // self.n_kv
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)  # (B, nh, S, hs)
         # A causal mask only when queries and keys line up; one new token with a cache sees every key.
         causal = cache is None or (T > 1 and cache.pos == 0)
         if cache is not None and T > 1 and cache.pos > 0:  # chunked prefill after a prefix: explicit mask
             S = k.size(2)
-            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)  # (T, S)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs)
         else:
             y = F.scaled_dot_product_attention(
                 q, k, v, is_causal=causal and T > 1, dropout_p=self.dropout if self.training else 0.0
-            )
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.hd))
+            )  # (B, nh, T, hs)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.hd))  # (B, T, nh*hs) -> (B, T, C)
 
 
 class MLP(nn.Module):
@@ -170,7 +170,7 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.n_embd, bias=False)
 
-    def forward(self, x):
+    def forward(self, x):  # (B, T, C) -> (B, T, intermediate) -> (B, T, C)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -183,7 +183,7 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, cos, sin, cache=None):
+    def forward(self, x, cos, sin, cache=None):  # (B, T, C) -> (B, T, C), pre-norm residual
         x = x + self.drop(self.self_attn(self.input_layernorm(x), cos, sin, cache))
         return x + self.drop(self.mlp(self.post_attention_layernorm(x)))
 
@@ -222,12 +222,12 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
         """Return (logits, loss). With a cache, idx holds only the new tokens after cache.pos."""
-        B, T = idx.shape
+        B, T = idx.shape  # token ids: (B, T)
         start = cache.pos if cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f"sequence length {start + T} exceeds block_size {self.config.block_size}")
-        cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]
-        x = self.drop(self.embed_tokens(idx))
+        cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]  # (T, hs) each
+        x = self.drop(self.embed_tokens(idx))  # (B, T, C)
         for block in self.layers:
             x = block(x, cos, sin, cache)
         if cache is not None:
@@ -235,7 +235,7 @@ class GPT(nn.Module):
         x = self.norm(x)
         if targets is None:
             return self.lm_head(x), None
-        logits = self.lm_head(x)
+        logits = self.lm_head(x)  # (B, T, vocab_size)
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         return logits, loss
 

@@ -1,4 +1,4 @@
-"""The detective over HTTP, mounted by the lead under `/v1/detect`:
+"""The detective over HTTP, mounted by cluster/serve_app.py under `/v1/detect`:
 
   POST /                       {"path": ..., "context_length": N, "run": bool}  -> the report JSON
   POST /upload?filename=NAME   raw body: one .safetensors or .gguf file (size-limited as it streams) -> report

@@ -1,4 +1,4 @@
-"""RAG over HTTP, mounted by the lead under `/v1/rag`:
+"""RAG over HTTP, mounted by cluster/serve_app.py under `/v1/rag`:
 
   GET    /collections                         list collections
   GET    /{collection}                        settings and counts
