@@ -158,15 +158,22 @@ def cli_request(client: ConductorClient, method: str, path: str, **kw: Any) -> A
         raise click.ClickException(f"the Conductor server at {client.base_url} failed: {type(e).__name__}") from None
 
 
+def serve_base_url(config: Any) -> str:
+    """The one place the gateway's address is computed from a ConductorConfig: its host (a wildcard bind is
+    reached on loopback) and port."""
+    host = config.server.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://{host}:{config.server.port}"
+
+
 def _configured_base_url() -> str:
     try:
         from cluster.config import load_config
 
-        server = load_config().server
+        return serve_base_url(load_config())
     except ValueError:
         return "http://127.0.0.1:8000"
-    host = "127.0.0.1" if server.host in ("0.0.0.0", "::", "") else server.host
-    return f"http://{host}:{server.port}"
 
 
 def _error_message(r: httpx.Response) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import secrets
 from typing import Any
 
@@ -19,12 +18,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from apps.client import ConductorAPIError
-from apps.security import hash_key, keys_required, load_api_keys, public, raw_upload  # noqa: F401 - re-exported
+from apps.client import ConductorAPIError, serve_base_url
+from apps.security import (MAX_JSON_DEPTH, depth_exceeds, hash_key, keys_required,  # noqa: F401 - re-exported
+                           load_api_keys, public, raw_upload)
 from cluster.config import ConductorConfig, config_from_dict
 
 log = logging.getLogger("conductor.http")
-MAX_JSON_DEPTH = 64  # deeper bodies are refused before any code walks them recursively
 
 
 class APIError(Exception):
@@ -72,8 +71,7 @@ def export_client_env(config: ConductorConfig) -> None:
     """Inside a replica: let `ConductorClient()` find the gateway and authenticate as the internal user."""
     # Overwrite, don't default: a replica inherits its raylet's environment, which may carry another server's
     # address; the config this replica was deployed with is the truth.
-    host = config.server.host if config.server.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    os.environ["CONDUCTOR_BASE_URL"] = f"http://{host}:{config.server.port}"
+    os.environ["CONDUCTOR_BASE_URL"] = serve_base_url(config)
     if config.server.internal_api_key:
         os.environ["CONDUCTOR_API_KEY"] = config.server.internal_api_key
 
@@ -141,27 +139,10 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-
-
-def _depth_exceeds(raw: bytes, limit: int) -> bool:
-    """Whether a JSON text nests deeper than `limit`, without recursion and at C speed: string literals are cut
-    out (a bracket inside a string does not nest), then only the brackets are walked."""
-    if raw.count(b"[") + raw.count(b"{") <= limit:  # the usual case: too few brackets to nest that deep
-        return False
-    depth = 0
-    for b in _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS):
-        depth += 1 if b in (0x5B, 0x7B) else -1
-        if depth > limit:
-            return True
-    return False
-
-
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     """A JSON object from untrusted bytes: 400 for bad UTF-8, NaN/Infinity, nesting past MAX_JSON_DEPTH, or not
     an object."""
-    if _depth_exceeds(raw, MAX_JSON_DEPTH):
+    if depth_exceeds(raw, MAX_JSON_DEPTH):
         raise APIError(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         body = json.loads(raw, parse_constant=_no_constants)

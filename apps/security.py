@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from typing import Any, Callable
 from urllib.parse import unquote, urlsplit
 
@@ -33,6 +34,22 @@ UI_PUBLIC_ROUTES = {"/", "/login", "/login/", "/logout", "/config", "/config/", 
                     "/pwa_icon", "/pwa_icon/{size}", "/manifest.json"}
 # Content types a page on another site may POST without a CORS preflight: never accepted as an upload.
 SIMPLE_FORM_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")
+MAX_JSON_DEPTH = 64  # deeper bodies are refused before any code walks them recursively
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def depth_exceeds(raw: bytes, limit: int) -> bool:
+    """Whether a JSON text nests deeper than `limit`, without recursion and at C speed: string literals are cut
+    out (a bracket inside a string does not nest), then only the brackets are walked."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:  # the usual case: too few brackets to nest that deep
+        return False
+    depth = 0
+    for b in _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS):
+        depth += 1 if b in (0x5B, 0x7B) else -1
+        if depth > limit:
+            return True
+    return False
 
 
 def request_user(request: Any) -> str:
@@ -313,8 +330,6 @@ class Guard:
             return await self.app(scope, receive, send)
         # Read the body here, within the limit (a chunked body declares no length), refuse JSON nested past what
         # any parser should walk, and replay it to the app.
-        from apps.common import MAX_JSON_DEPTH, _depth_exceeds
-
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -329,7 +344,7 @@ class Guard:
             if not message.get("more_body"):
                 break
         body, replayed = b"".join(chunks), False
-        if _depth_exceeds(body, MAX_JSON_DEPTH):
+        if depth_exceeds(body, MAX_JSON_DEPTH):
             return await send_error(send, 400, f"request body nests deeper than {MAX_JSON_DEPTH} levels")
 
         async def replay() -> dict[str, Any]:

@@ -26,7 +26,7 @@ def _load(config_path: str | None) -> ConductorConfig:
 
 
 def urls(config: ConductorConfig) -> dict[str, str]:
-    from apps.gateway.app import serve_base_url
+    from apps.client import serve_base_url
 
     base = serve_base_url(config)
     return {"api": f"{base}/v1", "ui": f"{base}/ui/", "metrics": f"{base}/metrics",
@@ -37,7 +37,7 @@ def urls(config: ConductorConfig) -> dict[str, str]:
 def _wait_healthy(config: ConductorConfig, timeout_s: float = 600) -> None:
     import httpx
 
-    from apps.gateway.app import serve_base_url
+    from apps.client import serve_base_url
 
     deadline = time.time() + timeout_s
     while time.time() < deadline:

@@ -10,9 +10,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from apps.detective.config_view import ConfigView
-from apps.detective.headers import ModelFiles, TensorInfo
-from apps.detective.roles import Role, classify, normalized, pattern_of
+from apps.detective.headers import TensorInfo
+from apps.detective.roles import Role
 
 
 
@@ -86,26 +85,3 @@ def in_features(info: TensorInfo, hidden: int | None) -> int:
         return s[0]  # Conv1D o-proj stores [in, out]
     return s[1]
 
-
-def analyze(mf: ModelFiles) -> tuple[Facts, Tensors, ConfigView]:
-    from apps.detective import facts_attention, facts_mlp, facts_misc
-
-    items, norms = [], set()
-    for name, info in mf.tensors.items():
-        norm = normalized(name)
-        norms.add(norm)
-        items.append((name, info, classify(name, len(info.shape), norm)))
-    t = Tensors(items)
-    t.patterns = {pattern_of(n) for n in norms}
-    source = "config.json" if mf.format == "safetensors" else "gguf"
-    cv = ConfigView(mf.config, mf.gguf_metadata, source=source)
-    f = Facts()
-    facts_misc.embedding_and_layers(f, t, cv)
-    facts_attention.attention(f, t, cv)
-    facts_mlp.mlp(f, t, cv)
-    facts_misc.norms(f, t)
-    facts_misc.position(f, t, cv)
-    facts_misc.tied_and_window(f, t, cv)
-    facts_misc.inventory(f, t)
-    facts_attention.kv_cache(f, t)
-    return f, t, cv

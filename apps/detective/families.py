@@ -66,7 +66,7 @@ def build_model(model_type: str, **overrides: Any):  # type: ignore[no-untyped-d
 def _reference(model_type: str, workdir: Path) -> dict[str, Any]:
     from transformers import AutoConfig, PretrainedConfig
 
-    from apps.detective.facts import analyze
+    from apps.detective.analysis import analyze
     from apps.detective.headers import read_model
     from apps.detective.roles import pattern
 

@@ -13,7 +13,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from apps.detective.headers import MAX_ELEMENTS, DetectiveError, ModelFiles, TensorInfo
+from apps.detective.model_files import MAX_ELEMENTS, DetectiveError, ModelFiles, TensorInfo
 
 SUPPORTED_VERSIONS = (2, 3)
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}

@@ -11,14 +11,14 @@ import gc
 import math
 import os
 import struct
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from apps.detective.model_files import MAX_ELEMENTS, DetectiveError, ModelFiles, TensorInfo  # noqa: F401 - re-exported
 
 # A safetensors header above this is not a header (the largest real ones, 10^5 tensors, are ~15 MB).
 MAX_HEADER_BYTES = 100 * 2**20
 MAX_JSON_BYTES = 50 * 2**20  # config.json / index files
-MAX_ELEMENTS = 10**13  # one tensor with more elements than this is an absurd claim (~40 TB at fp32)
 ST_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
                   "U16": 2, "U32": 4, "U64": 8, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
                   "F4": 0.5, "F6_E2M3": 0.75, "F6_E3M2": 0.75, "C64": 8}
@@ -28,34 +28,6 @@ try:  # orjson parses a 20 MB header ~3x faster than json; both give the same di
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover - orjson ships with gradio, but keep working without it
     from json import loads as _loads
-
-
-class DetectiveError(ValueError):
-    """A bad input: the message is one line meant for the user (CLI error, HTTP 4xx)."""
-
-
-@dataclass(slots=True)
-class TensorInfo:
-    shape: tuple[int, ...]
-    dtype: str
-    nbytes: int
-    file: str = ""
-    numel: int = 1
-
-
-@dataclass
-class ModelFiles:
-    """What the headers say: tensors by name, the config (if any), and the bookkeeping that proves how."""
-
-    path: str
-    format: str  # "safetensors" | "gguf"
-    tensors: dict[str, TensorInfo]
-    config: dict[str, Any] | None = None
-    config_source: str | None = None
-    gguf_metadata: dict[str, Any] = field(default_factory=dict)
-    files: list[str] = field(default_factory=list)
-    bytes_read: int = 0
-    total_file_bytes: int = 0
 
 
 class _Budget:

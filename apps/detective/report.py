@@ -128,7 +128,7 @@ def inspect_model(path: str, context_length: int | None = None) -> Report:
 
 
 def _inspect(path: str, context_length: int | None) -> Report:
-    from apps.detective.facts import analyze
+    from apps.detective.analysis import analyze
 
     started = time.perf_counter()
     ctx = int(context_length or DEFAULT_CONTEXT)

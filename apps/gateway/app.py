@@ -11,6 +11,7 @@ from typing import Any
 
 from ray import serve
 
+from apps.client import serve_base_url
 from apps.gateway.cache import ResponseCache
 from apps.gateway.metrics import GatewayMetrics
 from apps.gateway.router import Backend, HandleBackend, InProcessBackend, RoutedModel, Router
@@ -23,13 +24,6 @@ log = logging.getLogger("conductor.gateway")
 
 # Engines that run inside the gateway process rather than in a deployment of their own.
 IN_PROCESS_ENGINES = {"openai", "vllm"}
-
-
-def serve_base_url(config: ConductorConfig) -> str:
-    host = config.server.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    return f"http://{host}:{config.server.port}"
 
 
 def _start_engine(engine: Any) -> None:

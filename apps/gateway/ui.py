@@ -45,7 +45,7 @@ def signed_in_user() -> str | None:
 
 def make_client(config: ConductorConfig) -> ConductorClient:
     """Tabs act for the signed-in user: what they create is that user's, and they see only what that user may."""
-    from apps.gateway.app import serve_base_url
+    from apps.client import serve_base_url
 
     return ConductorClient(base_url=serve_base_url(config), acting_user=signed_in_user)
 

@@ -10,7 +10,7 @@ Incremental and restartable by construction:
 
 Two engines run the same per-document steps: a plain single-process loop, and Ray Data (read/parse/chunk as a
 `flat_map`, embedding in an actor pool via `map_batches`, upserts streamed back to the driver, which is the only
-process writing to the store). `python -m apps.rag.ingest PATH --collection NAME` is submittable as a Ray job.
+process writing to the store). As a Ray job: `conductor job submit -- conductor rag ingest PATH -c NAME --engine ray`.
 """
 
 from __future__ import annotations
@@ -170,10 +170,3 @@ def ingest_local(store: Any, collection: str, todo: list[tuple[str, str]], setti
         if progress:
             progress(n, len(todo), os.path.basename(path))
 
-
-if __name__ == "__main__":  # `conductor job submit -- python -m apps.rag.ingest PATH --collection NAME`
-    import sys
-
-    from apps.rag.cli import ingest as _ingest_cmd
-
-    _ingest_cmd(["--engine", "ray", *sys.argv[1:]])

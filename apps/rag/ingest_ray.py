@@ -2,7 +2,7 @@
 driver upserts each embedded batch (the embedded Qdrant store is single-writer, and streaming keeps memory flat).
 
 Runs on whatever cluster the driver is connected to: a laptop's local Ray, or a cluster when submitted as a job
-(`conductor job submit -- python -m apps.rag.ingest ...`). Files must be readable from the workers (shared FS).
+(`conductor job submit -- conductor rag ingest ... --engine ray`). Files must be readable from the workers (shared FS).
 """
 
 from __future__ import annotations
