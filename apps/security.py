@@ -192,7 +192,11 @@ def _on_behalf(headers: Any) -> str | None:
     if quoted is None:
         return None
     name = unquote(quoted)  # percent-encoded by the client: any user name fits in a header
-    return name if 0 < len(name) <= MAX_USER_NAME and name.isprintable() else ""
+    return name if valid_user_name(name) else ""
+
+
+def valid_user_name(name: str) -> bool:
+    return 0 < len(name) <= MAX_USER_NAME and name.isprintable()
 
 
 def _content_type_ok(ctype: str, allowed: tuple[str, ...]) -> bool:

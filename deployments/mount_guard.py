@@ -33,15 +33,13 @@ def digests_path() -> Path:
 
 def write_digests(required: bool, keys: list[str], path: Path | None = None) -> Path:
     """Record which keys may reach engine mounts (their sha256 only), readable by this user alone."""
+    from cluster.files import atomic_write
+
     path = path or digests_path()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     body = json.dumps({"required": required, "digests": sorted({hashlib.sha256(k.encode()).hexdigest()
                                                                 for k in keys if k})})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(body)
-    os.replace(tmp, path)
+    atomic_write(path, body, mode=0o600)
     return path
 
 

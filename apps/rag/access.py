@@ -13,7 +13,7 @@ import re
 from typing import Any, Callable
 
 from apps.common import APIError
-from apps.security import LOCAL_USER, MAX_USER_NAME, is_admin
+from apps.security import LOCAL_USER, is_admin, valid_user_name
 from cluster.config import ConductorConfig
 
 _SAFE_USER = re.compile(r"[^A-Za-z0-9_]")
@@ -27,6 +27,12 @@ def namespace(user: str) -> str:
     if user == LOCAL_USER:
         return ""
     return f"{_SAFE_USER.sub('_', user)[:16]}-{hashlib.sha256(user.encode()).hexdigest()[:8]}{SEPARATOR}"
+
+
+def owns(user: str, stored: str) -> bool:
+    """Whether `stored` is in `user`'s namespace (the local user's is the bare names, owned by no prefix)."""
+    prefix = namespace(user)
+    return bool(prefix) and stored.startswith(prefix)
 
 
 def _missing(name: str) -> APIError:
@@ -45,7 +51,7 @@ class CollectionAccess:
             return namespace(user) + name
         if is_admin(self.config, user):
             return name
-        if name.startswith(namespace(user) or "\0"):  # their own, written out in full
+        if owns(user, name):  # their own, written out in full
             return name
         try:
             shared = user in self.meta(name).get("shared_with", [])
@@ -60,7 +66,7 @@ class CollectionAccess:
     def is_reader(self, user: str, stored: str) -> bool:
         """True when `user` reaches `stored` only because it is shared with them (not its owner, not an admin)."""
         return (SEPARATOR in stored and not is_admin(self.config, user)
-                and not stored.startswith(namespace(user) or "\0"))
+                and not owns(user, stored))
 
     def visible(self, user: str, listing: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """What `user` sees of the store's listing: their own by bare name, shared ones by stored name."""
@@ -81,6 +87,6 @@ def check_shares(users: list[str]) -> list[str]:
     if len(users) > MAX_SHARES:
         raise APIError(400, f"a collection may be shared with at most {MAX_SHARES} users", param="users")
     for u in users:
-        if not (0 < len(u) <= MAX_USER_NAME and u.isprintable()):
+        if not valid_user_name(u):
             raise APIError(400, f"invalid user name {u[:40]!r}", param="users")
     return sorted(set(users))

@@ -77,7 +77,7 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
     from apps.rag.service import RagError
     from deployments.vectorstore import StoreError, StoreLockedError
 
-    from apps.rag.access import CollectionAccess, check_shares, namespace
+    from apps.rag.access import CollectionAccess, check_shares, owns
     from apps.security import request_user
 
     app = FastAPI(title="Conductor RAG")
@@ -134,7 +134,7 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
         stored = scoped(request, collection, write=True)
         users = check_shares(req.users)
         user = request_user(request)
-        owner = user if stored.startswith(namespace(user) or "\0") else None  # not an admin sharing another's
+        owner = user if owns(user, stored) else None  # not an admin sharing another's
         with write_lock:
             meta = call(lambda: svc().share(stored, users, owner))
         return {"name": collection, "stored_name": stored, "shared_with": meta["shared_with"]}
