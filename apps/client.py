@@ -1,13 +1,12 @@
 """How apps and UI tabs reach Conductor's serving layer: the gateway's OpenAI-compatible HTTP API.
 
 Apps are clients of the gateway (not of an engine), so fallback, caching, metrics and keys apply to them too.
-Inside Serve replicas the base URL and internal key come from the environment that `conductor up` sets:
-CONDUCTOR_BASE_URL (default http://127.0.0.1:8000) and CONDUCTOR_API_KEY.
+Inside the stack a client comes from the config (`ConductorClient.for_config`: the gateway's address and the
+internal key); command-line tools find the server with `cli_base_url` / `cli_api_key`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,13 +16,10 @@ from urllib.parse import quote
 
 import httpx
 
+from deployments.openai_http import APIStatusError, OpenAIHTTP
 
-class ConductorAPIError(RuntimeError):
-    def __init__(self, status: int, message: str):
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-        self.message = message
-
+# One exception for every OpenAI-shaped error answer (the gateway's, an app route's, a hosted API's).
+ConductorAPIError = APIStatusError
 
 # The user an app is acting for (an agent run's owner, the UI's logged-in user). Sent as x-conductor-user, which the
 # guard honours only with the internal key: a user's own key can never claim another user.
@@ -40,21 +36,31 @@ def acting_for(user: str | None) -> Iterator[None]:
         ACTING_FOR.reset(token)
 
 
-def default_base_url() -> str:
-    return os.environ.get("CONDUCTOR_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+def cli_base_url(url: str | None = None) -> str:
+    """Where a command-line tool finds the server: `--url`, else $CONDUCTOR_BASE_URL (the documented override for
+    a server elsewhere), else the configured host and port. Code inside the stack is given its config instead."""
+    return (url or os.environ.get("CONDUCTOR_BASE_URL") or _configured_base_url()).rstrip("/")
 
 
-class ConductorClient:
-    """Small sync client: chat (whole or streamed), embeddings, models, and raw JSON calls to app routes."""
+def cli_api_key() -> str | None:
+    """A command-line user's own key ($CONDUCTOR_API_KEY): a secret read, never written anywhere."""
+    return os.environ.get("CONDUCTOR_API_KEY") or None
 
-    def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 120.0,
+
+class ConductorClient(OpenAIHTTP):
+    """The gateway's client (deployments/openai_http.py) plus Conductor's conventions: who it acts for, uploads,
+    and OpenAI-shaped helpers (chat whole or streamed, embeddings, models)."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 120.0,
                  acting_user: Callable[[], str | None] = ACTING_FOR.get):
-        self.base_url = (base_url or default_base_url()).rstrip("/")
-        key = api_key if api_key is not None else os.environ.get("CONDUCTOR_API_KEY")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._acting_user = acting_user
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout,
-                                  event_hooks={"request": [self._say_who]})
+        super().__init__(base_url, api_key, timeout, on_request=[self._say_who])
+
+    @classmethod
+    def for_config(cls, config: Any, timeout: float = 120.0,
+                   acting_user: Callable[[], str | None] = ACTING_FOR.get) -> "ConductorClient":
+        """An app's own client inside the stack: the configured gateway, authenticated with the internal key."""
+        return cls(serve_base_url(config), config.server.internal_api_key, timeout, acting_user)
 
     def _say_who(self, request: httpx.Request) -> None:
         """Runs in the caller's thread as each request is sent, so it sees that caller's context."""
@@ -62,43 +68,13 @@ class ConductorClient:
         if user:
             request.headers[ON_BEHALF_HEADER] = quote(user, safe="")
 
-    def close(self) -> None:
-        self._http.close()
-
     def __enter__(self) -> "ConductorClient":
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # --- generic -------------------------------------------------------------------------------------------
-    def request(self, method: str, path: str, **kw: Any) -> Any:
-        r = self._http.request(method, path, **kw)
-        if r.status_code >= 400:
-            raise ConductorAPIError(r.status_code, _error_message(r))
-        return r.json() if r.content else None
 
     def upload(self, path: str, data: bytes, params: dict[str, Any] | None = None,
                content_type: str = "application/octet-stream") -> Any:
         """POST a file as the raw body, declared as a file (upload routes refuse form and text/plain types)."""
         return self.request("POST", path, params=params, content=data, headers={"content-type": content_type})
-
-    def post_json(self, path: str, body: dict[str, Any]) -> Any:
-        return self.request("POST", path, json=body)
-
-    def stream_sse(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """POST and yield each `data:` JSON event of a server-sent event stream until `[DONE]`."""
-        with self._http.stream("POST", path, json=body) as r:
-            if r.status_code >= 400:
-                r.read()
-                raise ConductorAPIError(r.status_code, _error_message(r))
-            for line in r.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    return
-                yield json.loads(data)
 
     # --- OpenAI-shaped -------------------------------------------------------------------------------------
     def models(self) -> list[str]:
@@ -134,16 +110,16 @@ class ConductorClient:
 
 
 def running_server(url: str | None = None, timeout: float = 300.0) -> ConductorClient | None:
-    """A client for the Conductor server at `url` (default CONDUCTOR_BASE_URL, else the configured host/port)
-    when one answers /healthz, else None. CLI commands use it so that, while a server owns the embedded stores,
-    they go through its API (no second store opener, no local model load) and open the stores only without one."""
-    base = (url or os.environ.get("CONDUCTOR_BASE_URL") or _configured_base_url()).rstrip("/")
+    """A client for the Conductor server at `cli_base_url(url)` when one answers /healthz, else None. CLI commands
+    use it so that, while a server owns the embedded stores, they go through its API (no second store opener, no
+    local model load) and open the stores only without one."""
+    base = cli_base_url(url)
     try:
         r = httpx.get(base + "/healthz", timeout=2.0)
         ok = r.status_code == 200 and "models" in r.json()
     except (httpx.HTTPError, ValueError):
         ok = False
-    return ConductorClient(base_url=base, timeout=timeout) if ok else None
+    return ConductorClient(base, cli_api_key(), timeout=timeout) if ok else None
 
 
 def cli_request(client: ConductorClient, method: str, path: str, **kw: Any) -> Any:
@@ -174,12 +150,3 @@ def _configured_base_url() -> str:
         return serve_base_url(load_config())
     except ValueError:
         return "http://127.0.0.1:8000"
-
-
-def _error_message(r: httpx.Response) -> str:
-    try:
-        body = r.json()
-        err = body.get("error", body)
-        return err.get("message", str(err)) if isinstance(err, dict) else str(err)
-    except Exception:
-        return r.text[:500]

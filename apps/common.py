@@ -14,11 +14,11 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from apps.client import ConductorAPIError, serve_base_url
+from apps.client import ConductorAPIError
 from apps.security import (MAX_JSON_DEPTH, depth_exceeds, hash_key, keys_required,  # noqa: F401 - re-exported
                            load_api_keys, public, raw_upload)
 from cluster.config import ConductorConfig, config_from_dict
@@ -67,19 +67,9 @@ def with_deploy_secrets(config: ConductorConfig, environ: dict[str, str] | None 
     return config.model_copy(update={"server": server})
 
 
-def export_client_env(config: ConductorConfig) -> None:
-    """Inside a replica: let `ConductorClient()` find the gateway and authenticate as the internal user."""
-    # Overwrite, don't default: a replica inherits its raylet's environment, which may carry another server's
-    # address; the config this replica was deployed with is the truth.
-    os.environ["CONDUCTOR_BASE_URL"] = serve_base_url(config)
-    if config.server.internal_api_key:
-        os.environ["CONDUCTOR_API_KEY"] = config.server.internal_api_key
-
-
 def install_common(app: FastAPI, config: ConductorConfig, max_body_bytes: int | None = None) -> None:
     """Error handlers and the guard (apps/security.py): cross-site checks, keys by route, lockouts, rate limits
     and a JSON body cap checked before the body is parsed (upload routes stream under their own caps)."""
-    export_client_env(config)
     limit = max_body_bytes or config.server.max_body_bytes
 
     @app.exception_handler(APIError)

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from apps.agent.local_llm import json_http_server
+from apps.agent.local_chat_server import json_http_server
 
 DOCS = [
     ("orion.txt", "Project Orion launched on 14 March 2023. Its lead engineer is Dana Whitfield."),
@@ -138,7 +138,7 @@ def run_suite(base_url: str, constrained: bool, tasks, data_dir: str, mode: str 
 def run(quick: bool = False) -> list[dict[str, Any]]:
     import tempfile
 
-    from apps.agent.local_llm import LocalChatServer
+    from apps.agent.local_chat_server import LocalChatServer
 
     tasks = TASKS[::2] if quick else TASKS
     with tempfile.TemporaryDirectory() as tmp:

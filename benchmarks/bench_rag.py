@@ -93,7 +93,7 @@ def _store_rows(n: int) -> list[dict[str, Any]]:
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
     from apps.rag import faq
-    from apps.rag.service import RagService
+    from apps.rag.library import RagService
     from cluster.config import load_config
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

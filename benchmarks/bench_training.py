@@ -30,7 +30,7 @@ def plain_loop(cfg, run_dir: Path) -> float:
     import torch
 
     from training.data import TokenData
-    from training.loop import lr_at
+    from training.worker_loop import lr_at
     from training.model import GPT
 
     torch.manual_seed(cfg.seed)
@@ -57,7 +57,7 @@ def plain_loop(cfg, run_dir: Path) -> float:
 
 
 def _ray_run(cfg, root: Path, name: str, workers: int, cpus: float):
-    from training.train import fit, prepare_run
+    from training.ray_trainer import fit, prepare_run
 
     run = root / name
     cfg = prepare_run(cfg, run, "debug", workers)
@@ -78,7 +78,7 @@ def run(quick: bool = False) -> list[dict]:
     import ray
     import torch
 
-    from training.train import prepare_run
+    from training.ray_trainer import prepare_run
 
     cores = os.cpu_count() or 2
     cfg = _config(quick)

@@ -12,31 +12,44 @@ import sys
 
 import click
 
-SUBCOMMANDS: dict[str, str] = {
+# The platform's own commands; each app's come from its declaration in the app registry (cluster/registry.py).
+CORE_COMMANDS: dict[str, str] = {
     "up": "cluster.commands:up",
     "down": "cluster.commands:down",
     "status": "cluster.commands:status",
     "serve-config": "cluster.commands:serve_config",
     "job": "cluster.commands:job",
-    "train": "training.cli:train",
-    "sample": "training.cli:sample",
-    "export": "training.cli:export",
-    "detect": "apps.detective.cli:detect",
-    "rag": "apps.rag.cli:rag",
-    "video": "apps.video.cli:video",
-    "agent": "apps.agent.cli:agent",
 }
+
+
+def subcommands() -> dict[str, str]:
+    """Core commands plus every registered app's (the config's `plugins` included, when the config loads)."""
+    from cluster.config import load_config
+    from cluster.registry import app_registry
+
+    try:
+        config = load_config()
+    except ValueError:  # a broken config: the built-ins still answer, and `up` says what is wrong
+        config = None
+    try:
+        decls = app_registry(config)
+    except (ImportError, ValueError) as e:
+        # A broken plugin must not take the CLI down: the built-ins answer; the plugin's error is shown once.
+        click.echo(f"warning: app plugins not loaded: {e}", err=True)
+        decls = app_registry(None)
+    return {**CORE_COMMANDS, **{name: target for d in decls for name, target in d.commands.items()}}
 
 
 class LazyGroup(click.Group):
     """A click group that imports a subcommand only when it is invoked (or listed in --help)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(SUBCOMMANDS))
+        return sorted(set(super().list_commands(ctx)) | set(subcommands()))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in SUBCOMMANDS:
-            module_name, attr = SUBCOMMANDS[name].split(":")
+        commands = subcommands()
+        if name in commands:
+            module_name, attr = commands[name].split(":")
             try:
                 module = importlib.import_module(module_name)
             except ModuleNotFoundError as e:

@@ -120,9 +120,9 @@ def down(config_path: str | None) -> None:
 def _status(config: ConductorConfig) -> dict[str, Any]:
     from ray import serve
 
-    from cluster.serve_app import APPS
+    from cluster.registry import app_registry
 
-    prefixes = {spec.name: spec.route_prefix for spec in APPS}
+    prefixes = {d.name: d.route_prefix for d in app_registry(config)}
     st = serve.status()
     return {
         "applications": {name: {"status": str(a.status), "route_prefix": prefixes.get(name),

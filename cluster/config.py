@@ -43,16 +43,18 @@ class DeploymentResources(_Strict):
         256, ge=-1, description="Requests waiting for a busy deployment beyond that; more are refused at once with "
         "503 + Retry-After instead of waiting without bound. -1: unbounded.")
 
-    def serve_options(self, name: str, **extra: Any) -> dict[str, Any]:
-        """`serve.deployment(...).options(**...)` for these resources: fixed replicas or autoscaling."""
+    def serve_options(self, name: str, fixed_replicas: int | None = None, **extra: Any) -> dict[str, Any]:
+        """`serve.deployment(...).options(**...)` for these resources: fixed replicas or autoscaling. The one
+        mapping from config to Serve; `fixed_replicas` pins the count (a single-writer embedded store)."""
         opts: dict[str, Any] = {
             "name": name,
             "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
             "max_ongoing_requests": self.max_ongoing_requests,
             "max_queued_requests": self.max_queued_requests,
         }
-        if self.num_replicas:
-            opts["num_replicas"] = self.num_replicas
+        replicas = fixed_replicas or self.num_replicas
+        if replicas:
+            opts["num_replicas"] = replicas
         else:
             opts["autoscaling_config"] = self.autoscaling.model_dump()
         opts.update(extra)
@@ -353,6 +355,8 @@ class ConductorConfig(_Strict):
     agent: AgentConfig = Field(default_factory=AgentConfig)
     detective: DetectiveConfig = Field(default_factory=DetectiveConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    plugins: list[str] = Field(default_factory=list, description="Modules that declare more apps "
+                               "(`CONDUCTOR_APPS = [AppDecl(...)]`, cluster/registry.py), after the built-ins.")
 
     @model_validator(mode="after")
     def _check(self) -> "ConductorConfig":

@@ -1,74 +1,54 @@
-"""Assemble every Serve application from the one config: the gateway (OpenAI API + UI) at "/", each app under
-its own prefix, and one Ray LLM app per vLLM backend. Also writes the equivalent `serve deploy` YAML."""
+"""Assemble every Serve application from the one config and the app registry (cluster/registry.py): the gateway
+(OpenAI API + UI) at "/", each app under its own prefix, and one Ray LLM app per vLLM backend. Also writes the
+equivalent `serve deploy` YAML."""
 
 from __future__ import annotations
 
-import importlib
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from cluster.config import ConductorConfig
+from cluster.registry import AppDecl, app_registry, load_attr
 
 log = logging.getLogger("conductor.serve")
 
 
-@dataclass(frozen=True)
-class AppSpec:
-    name: str
-    import_path: str  # "module:builder" taking {"config": dict}
-    route_prefix: str
-    section: str | None  # config section with `enabled`, or None for always-on
-
-
-APPS: list[AppSpec] = [
-    AppSpec("gateway", "apps.gateway.app:build_app", "/", None),
-    AppSpec("rag", "apps.rag.serve:build_app", "/v1/rag", "rag"),
-    AppSpec("agent", "apps.agent.serve:build_app", "/v1/agent", "agent"),
-    AppSpec("video", "apps.video.serve:build_app", "/v1/video", "video"),
-    AppSpec("detective", "apps.detective.serve:build_app", "/v1/detect", "detective"),
-]
-
-
-def enabled_apps(config: ConductorConfig, only: list[str] | None = None) -> list[AppSpec]:
-    out = []
-    for spec in APPS:
-        if only is not None and spec.name not in only:
-            continue
-        if spec.section and not getattr(config, spec.section).enabled:
-            continue
-        out.append(spec)
-    return out
+def enabled_apps(config: ConductorConfig, only: list[str] | None = None) -> list[AppDecl]:
+    """The registry's apps that have a Serve application and are switched on in `config`."""
+    return [d for d in app_registry(config)
+            if d.serve and d.enabled(config) and (only is None or d.name in only)]
 
 
 def build_applications(config: ConductorConfig, only: list[str] | None = None,
-                       engine_overrides: dict[str, type] | None = None) -> list[tuple[AppSpec, Any]]:
-    """(spec, bound application) for each enabled app whose code is importable. A missing app is skipped with a
-    warning rather than taking the whole platform down."""
+                       engine_overrides: dict[str, type] | None = None) -> list[tuple[AppDecl, Any]]:
+    """(declaration, bound application) for each enabled app whose code is importable. A missing app is skipped
+    with a warning rather than taking the whole platform down."""
     out = []
     args = {"config": config.model_dump()}
-    for spec in enabled_apps(config, only):
-        if spec.name == "gateway":
+    for decl in enabled_apps(config, only):
+        if decl.name == "gateway" and engine_overrides:
+            # Test engines are classes, which a builder's plain-dict args cannot carry.
             from apps.gateway.app import build_gateway
 
-            out.append((spec, build_gateway(config, engine_overrides)))
+            out.append((decl, build_gateway(config, engine_overrides)))
             continue
-        module, fn = spec.import_path.split(":")
         try:
-            builder = getattr(importlib.import_module(module), fn)
+            builder = load_attr(decl.serve or "")
         except (ImportError, AttributeError) as e:
-            log.warning("app %s skipped: %s", spec.name, e)
+            if decl.name == "gateway":
+                raise
+            log.warning("app %s skipped: %s", decl.name, e)
             continue
-        out.append((spec, builder(args)))
+        out.append((decl, builder(args)))
     for m in config.models:
         for b in m.backends:
             if b.engine == "vllm":
                 from deployments.engines.vllm_engine import build_vllm_app, route_prefix
 
-                out.append((AppSpec(f"vllm-{b.name}", "deployments.engines.vllm_engine:build_vllm_app",
-                                    route_prefix(b.name), None), build_vllm_app(b)))
+                out.append((AppDecl(f"vllm-{b.name}", "deployments.engines.vllm_engine:build_vllm_app",
+                                    route_prefix(b.name)), build_vllm_app(b)))
     return out
 
 

@@ -7,18 +7,29 @@ batches), then split back so each caller gets its own rows, in its own order.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from ray import serve
 
 from cluster.config import EmbeddingsConfig
 
 
+@dataclass(frozen=True)
+class Embeddings:
+    """One request's answer: L2-normalised float32 rows in input order (an ndarray is cheap to ship) and the
+    request's share of the batch's tokens."""
+
+    vectors: np.ndarray
+    tokens: int
+
+
 class Embedder:
     def __init__(self, config: dict[str, Any]):
-        from deployments.embedder_local import LocalEmbedder
-
         import torch
+
+        from deployments.embedder_local import LocalEmbedder
 
         self.config = EmbeddingsConfig.model_validate(config)
         torch.set_num_threads(self.config.threads)  # Ray sets OMP_NUM_THREADS=1 for fractional-CPU actors
@@ -27,7 +38,7 @@ class Embedder:
         self.embed_batch.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
-    async def embed_batch(self, requests: list[list[str]]) -> list[dict[str, Any]]:
+    async def embed_batch(self, requests: list[list[str]]) -> list["Embeddings"]:
         flat = [t for texts in requests for t in texts]
         vecs = await asyncio.to_thread(self.local.embed, flat)
         tokens = await asyncio.to_thread(self.local.count_tokens, flat)
@@ -35,11 +46,11 @@ class Embedder:
         for texts in requests:
             n = len(texts)
             share = tokens * n // max(1, len(flat))
-            out.append({"vectors": vecs[i:i + n], "tokens": share})  # float32 ndarray: cheap to ship
+            out.append(Embeddings(vecs[i:i + n], share))
             i += n
         return out
 
-    async def embed(self, texts: list[str]) -> dict[str, Any]:
+    async def embed(self, texts: list[str]) -> "Embeddings":
         return await self.embed_batch(texts)
 
     def info(self) -> dict[str, Any]:

@@ -282,6 +282,8 @@ class ClientStore(VectorStore):
         try:
             if url:
                 self.client = QdrantClient(url=url, api_key=api_key, timeout=30)
+            elif str(path) == ":memory:":  # tests
+                self.client = QdrantClient(location=":memory:")
             else:
                 Path(path).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
                 self.client = QdrantClient(path=str(path))
@@ -392,6 +394,45 @@ class ClientStore(VectorStore):
             out.append(StoreHit(str(p.id), float(p.score), dict(p.payload or {}), vec))
         return out
 
+    # --- collections with one named dense vector per modality (video segments) -----------------------------
+    def ensure_named(self, name: str, dims: dict[str, int], keyword_index: tuple[str, ...] = ()) -> dict[str, int]:
+        """A collection with a cosine vector per entry of `dims`; an existing one keeps the vectors it was made
+        with. Returns the dims the collection has."""
+        from qdrant_client import models as m
+
+        if self.client.collection_exists(name):
+            have = self.client.get_collection(name).config.params.vectors or {}
+            return {k: v for k, v in dims.items() if k in have}
+        self.client.create_collection(name, vectors_config={
+            k: m.VectorParams(size=dim, distance=m.Distance.COSINE) for k, dim in dims.items()})
+        if self.engine == "server":  # local mode has no payload indexes (it filters by scanning)
+            for key in keyword_index:
+                self.client.create_payload_index(name, key, m.PayloadSchemaType.KEYWORD)
+        return dict(dims)
+
+    def upsert_named(self, name: str, points: list[tuple[str, dict[str, list[float]], dict[str, Any]]]) -> None:
+        """(id, {vector name: values}, payload) each; a point carries only the vectors it has."""
+        from qdrant_client import models as m
+
+        if points:
+            self.client.upsert(name, points=[m.PointStruct(id=i, vector=v, payload=p) for i, v, p in points],
+                               wait=True)
+
+    def query_named(self, name: str, using: str, vector: list[float], where: dict[str, Any] | None = None,
+                    limit: int = 10) -> list[StoreHit]:
+        res = self.client.query_points(name, query=vector, using=using, query_filter=_match_all(where),
+                                       limit=limit, with_payload=True)
+        return [StoreHit(str(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
+
+    def payloads_where(self, name: str, where: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        out, offset = [], None
+        while True:
+            pts, offset = self.client.scroll(name, scroll_filter=_match_all(where), limit=256, offset=offset,
+                                             with_payload=True)
+            out += [dict(p.payload or {}) for p in pts]
+            if offset is None:
+                return out
+
     def close(self) -> None:
         try:
             self.client.close()
@@ -399,14 +440,24 @@ class ClientStore(VectorStore):
             pass
 
 
+def _match_all(where: dict[str, Any] | None) -> Any:
+    """{key: value, ...} -> a Qdrant filter requiring every pair (None when empty)."""
+    from qdrant_client import models as m
+
+    if not where:
+        return None
+    return m.Filter(must=[m.FieldCondition(key=k, match=m.MatchValue(value=v)) for k, v in where.items()])
+
+
 def open_store(rag_cfg: Any) -> VectorStore:
     """From the `rag` config section: a server URL wins; otherwise the embedded engine under data_dir."""
-    import os
 
     from cluster.config import expand_path
 
     if rag_cfg.qdrant_url:
-        key = os.environ.get(rag_cfg.qdrant_api_key_env) if rag_cfg.qdrant_api_key_env else None
+        from deployments.secrets import read_secret
+
+        key = read_secret(rag_cfg.qdrant_api_key_env)
         return ClientStore(url=rag_cfg.qdrant_url, api_key=key)
     root = expand_path(rag_cfg.data_dir)
     if rag_cfg.store == "client-local":

@@ -108,5 +108,5 @@ def build_vision(config: dict[str, Any]):
     if not cfg.video.vision_model:
         return None
     res = cfg.video.resources
-    return serve.deployment(name="Vision", ray_actor_options={"num_cpus": res.num_cpus, "num_gpus": res.num_gpus},
-                            num_replicas=1)(VisionDeployment).bind(cfg.video.vision_model)
+    return serve.deployment(**res.serve_options("Vision", fixed_replicas=1))(VisionDeployment).bind(
+        cfg.video.vision_model)

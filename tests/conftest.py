@@ -85,8 +85,8 @@ def trained_export(tmp_path_factory) -> Path:
 
     from training.config import preset
     from training.export import export_hf
-    from training.loop import local_reporter, run_loop
-    from training.train import prepare_run
+    from training.worker_loop import local_reporter, run_loop
+    from training.ray_trainer import prepare_run
 
     run = tmp_path_factory.mktemp("trained") / "run"
     cfg = replace(preset("debug"), max_iters=4, eval_interval=4, max_corpus_bytes=80_000)

@@ -32,3 +32,40 @@ def test_no_import_circles():
             if imported != importer and graph.chain_exists(importer=imported, imported=importer):
                 circles.append(graph.find_shortest_chain(importer=imported, imported=importer) + (imported,))
     assert not circles, "\n".join(" -> ".join(c) for c in circles[:10])
+
+
+# Where code below the CLI may read the process environment, and why (issue 12: the config is an object, passed
+# down; nothing is written into os.environ and read back). A new read elsewhere fails here.
+ENVIRON_READS = {
+    "apps/client.py": "the CLI's documented overrides: $CONDUCTOR_BASE_URL, and the user's $CONDUCTOR_API_KEY",
+    "apps/common.py": "deploy time, in the operator's process: the API keys and CONDUCTOR_INTERNAL_KEY",
+    "apps/rag/cli.py": "`--engine auto` picks Ray Data inside a Ray job (RAY_ADDRESS)",
+    "deployments/secrets.py": "the one secret reader, and the credential-free environment of sandboxed children",
+    "deployments/packaged.py": "$CONDUCTOR_CACHE, where packaged models unpack",
+    "deployments/mount_guard.py": "Serve's proxy callback has no config: the keys file path the head was given",
+}
+
+
+def _python_files(*roots: str) -> list[Path]:
+    return sorted(p for r in roots for p in (ROOT / r).rglob("*.py"))
+
+
+def test_the_environment_is_read_only_where_documented():
+    found = {str(p.relative_to(ROOT)) for p in _python_files("apps", "deployments") if "os.environ" in p.read_text()}
+    assert found <= set(ENVIRON_READS), sorted(found - set(ENVIRON_READS))
+    writes = [str(p.relative_to(ROOT)) for p in _python_files("apps", "deployments")
+              if "os.environ[" in p.read_text().replace("os.environ[k]", "") or "os.environ.update" in p.read_text()]
+    assert not writes, writes
+
+
+def test_one_copy_of_each_client_store_and_mapping():
+    """One OpenAI client with one SSE reader, one Qdrant wrapper, one config -> Serve options mapping."""
+    def where(needle: str) -> set[str]:
+        return {str(p.relative_to(ROOT)) for p in _python_files("apps", "deployments", "cluster", "training")
+                if needle in p.read_text()}
+
+    assert where('startswith("data:")') == {"deployments/openai_http.py"}
+    assert where("httpx.Client(") | where("httpx.AsyncClient(") == {"deployments/openai_http.py"}
+    assert where("QdrantClient(") == {"deployments/vectorstore.py"}
+    assert where('"ray_actor_options": {') == {"cluster/config.py"}
+    assert where('"error" in chunk') == set()  # engines' failures are typed (deployments/engines/base.py)

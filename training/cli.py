@@ -79,7 +79,7 @@ def train(preset_name, workers, overrides, use_gpu, cpus_per_worker, runs_dir, n
         cfg.validate(workers)
         resume_path = None
         if resume:
-            from training.train import validate_checkpoint
+            from training.ray_trainer import validate_checkpoint
 
             resume_path = validate_checkpoint(resume)
         if use_gpu is None:
@@ -90,7 +90,7 @@ def train(preset_name, workers, overrides, use_gpu, cpus_per_worker, runs_dir, n
         cpus_per_worker = cpus_per_worker or tc.cpus_per_worker
         max_failures = tc.max_failures if max_failures is None else max_failures
         run_dir = _runs_dir(runs_dir, tc) / (name or f"{preset_name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        from training.train import prepare_run
+        from training.ray_trainer import prepare_run
 
         cfg = prepare_run(cfg, run_dir, preset_name, workers)
         if resume_path:
@@ -98,7 +98,7 @@ def train(preset_name, workers, overrides, use_gpu, cpus_per_worker, runs_dir, n
     except ValueError as e:  # ConfigError, DataError and friends
         raise click.ClickException(str(e)) from None
     with _stdout_to_stderr(as_json):
-        from training.train import ensure_ray, fit
+        from training.ray_trainer import ensure_ray, fit
 
         ensure_ray(address)
         resources = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}

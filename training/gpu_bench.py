@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from training.config import preset
-    from training.loop import lr_at, peak_flops
+    from training.worker_loop import lr_at, peak_flops
     from training.model import GPT, GPTConfig
 
     ap = argparse.ArgumentParser(prog="training.gpu_bench")

@@ -12,9 +12,9 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):
 
     from training.config import TrainConfig
     from training.data import load_tokenizer
-    from training.loop import load_state
+    from training.worker_loop import load_state
     from training.model import GPT
-    from training.train import validate_checkpoint
+    from training.ray_trainer import validate_checkpoint
 
     p = validate_checkpoint(path)
     cfg = TrainConfig.from_dict(json.loads((p / "config.json").read_text()))

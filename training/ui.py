@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from training.train import read_metrics
+from training.ray_trainer import read_metrics
 
 JOB_PREFIX = "conductor-train-"
 

@@ -1,6 +1,6 @@
 """The built-in tools, declared through the same registry any user tool uses.
 
-RAG and video search reach their apps' Python APIs lazily (`apps.rag.service.RagService`,
+RAG and video search reach their apps' Python APIs lazily (`apps.rag.library.RagService`,
 `apps.video...`): when an app or its data is unavailable the tool answers with a ToolError saying so, and the
 agent carries on with its other tools.
 """
@@ -111,17 +111,14 @@ class FileReader:
         return "\n".join(names[:200]) + (f"\n[... {len(names) - 200} more]" if len(names) > 200 else "")
 
 
-def _via_http() -> bool:
-    """Inside Serve (and wherever CONDUCTOR_BASE_URL is set) the RAG and video apps own their embedded stores,
-    which are single-process: go through their HTTP routes. Elsewhere (CLI without a server) use them in-process."""
-    return bool(os.environ.get("CONDUCTOR_BASE_URL"))
+AppsClient = Callable[[], Any]  # -> a ConductorClient (a context manager) for the stack's app routes
 
 
-def _http_post(path: str, body: dict[str, Any]) -> Any:
-    from apps.client import ConductorAPIError, ConductorClient
+def _http_post(apps_client: AppsClient, path: str, body: dict[str, Any]) -> Any:
+    from apps.client import ConductorAPIError
 
     try:
-        with ConductorClient(timeout=60) as client:
+        with apps_client() as client:
             return client.post_json(path, body)
     except ConductorAPIError as e:
         raise ToolError(f"search failed: {e.message}", retryable=e.status >= 500) from None
@@ -129,18 +126,19 @@ def _http_post(path: str, body: dict[str, Any]) -> Any:
         raise ToolError(f"search service unreachable: {type(e).__name__}", retryable=True) from None
 
 
-def rag_searcher(config: Any, collection: str) -> Searcher:
-    """Search a RAG collection through apps.rag (HTTP inside the stack, its Python API otherwise)."""
+def rag_searcher(config: Any, collection: str, apps_client: AppsClient | None = None) -> Searcher:
+    """Search a RAG collection through apps.rag: over HTTP with `apps_client` (inside the stack, where the RAG
+    app owns its single-process store), through its Python API otherwise."""
     state: dict[str, Any] = {}
 
     def search(query: str, coll: str, k: int) -> list[dict[str, Any]]:
         coll = coll or collection
-        if _via_http():
-            hits = _http_post(f"/v1/rag/{coll}/search", {"question": query, "k": k})["hits"]
+        if apps_client is not None:
+            hits = _http_post(apps_client, f"/v1/rag/{coll}/search", {"question": query, "k": k})["hits"]
         else:
             try:
                 from apps.rag.retrieval import SearchParams
-                from apps.rag.service import RagService
+                from apps.rag.library import RagService
             except ImportError as e:
                 raise ToolError(f"RAG search is unavailable: {e}") from None
             try:
@@ -153,12 +151,12 @@ def rag_searcher(config: Any, collection: str) -> Searcher:
     return search
 
 
-def video_searcher(config: Any) -> Searcher:
-    """Search indexed videos through apps.video (HTTP inside the stack, its VideoIndex otherwise)."""
+def video_searcher(config: Any, apps_client: AppsClient | None = None) -> Searcher:
+    """Search indexed videos through apps.video (HTTP with `apps_client`, its VideoIndex otherwise)."""
 
     def search(query: str, _coll: str, k: int) -> list[dict[str, Any]]:
-        if _via_http():
-            hits = _http_post("/v1/video/search", {"query": query, "k": k})["data"]
+        if apps_client is not None:
+            hits = _http_post(apps_client, "/v1/video/search", {"query": query, "k": k})["data"]
         else:
             try:
                 from apps.video.index import VideoIndex
@@ -196,8 +194,10 @@ def _search_tool(name: str, description: str, searcher: Searcher, collection: st
 
 def builtin_registry(config: Any = None, file_roots: list[str] | None = None,
                      sandbox: SandboxLimits | None = None, rag: Searcher | None = None,
-                     video: Searcher | None = None, max_output_chars: int = 4000) -> ToolRegistry:
-    """All built-in tools. `config` is the ConductorConfig (for the RAG/video apps); searchers can be injected."""
+                     video: Searcher | None = None, max_output_chars: int = 4000,
+                     apps_client: AppsClient | None = None) -> ToolRegistry:
+    """All built-in tools. `config` is the ConductorConfig (for the RAG/video apps); searchers can be injected;
+    `apps_client` sends the searches to the stack's app routes instead of opening the stores in-process."""
     agent_cfg = getattr(config, "agent", None)
     roots = file_roots if file_roots is not None else list(getattr(agent_cfg, "file_roots", []) or [])
     limits = sandbox or getattr(agent_cfg, "sandbox", None) or SandboxLimits()
@@ -220,9 +220,9 @@ def builtin_registry(config: Any = None, file_roots: list[str] | None = None,
     reg.register(Tool("list_files", "List a folder inside the allowed folders.", ListFilesArgs,
                       reader.list, timeout_s=10.0))
     reg.register(_search_tool("search_documents", "Search the document collection; returns passages.",
-                              rag or rag_searcher(config, collection), collection))
+                              rag or rag_searcher(config, collection, apps_client), collection))
     reg.register(_search_tool("search_videos", "Search indexed videos (transcripts, on-screen text).",
-                              video or video_searcher(config), ""))
+                              video or video_searcher(config, apps_client), ""))
     reg.register(Tool("python", "Run a Python script in a sandbox (no network, limited CPU/memory/time); "
                       "returns stdout/stderr.", PythonArgs, python, dangerous=True,
                       timeout_s=limits.wall_s + 10))

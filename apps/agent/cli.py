@@ -36,7 +36,7 @@ def _endpoint(local: bool, base_url: str | None):
     if not local:
         yield base_url
         return
-    from apps.agent.local_llm import LocalChatServer
+    from apps.agent.local_chat_server import LocalChatServer
     from deployments.packaged import PackagedModelMissing
 
     try:
@@ -47,12 +47,29 @@ def _endpoint(local: bool, base_url: str | None):
         yield server.base_url
 
 
+def _tools(config, local: bool):  # type: ignore[no-untyped-def]
+    """A running server owns the RAG and video stores: search through its routes. Without one (or --local),
+    open them in-process."""
+    from apps.agent.builtin import builtin_registry
+    from apps.client import running_server
+
+    server = None if local else running_server()
+    factory = None
+    if server is not None:
+        server.close()
+        from apps.client import ConductorClient, cli_api_key
+
+        factory = lambda: ConductorClient(server.base_url, cli_api_key(), timeout=60)  # noqa: E731
+    return builtin_registry(config, max_output_chars=config.agent.max_observation_chars, apps_client=factory)
+
+
 @click.command("agent")
 @click.argument("task", required=False)
 @click.option("--agent", "agent_name", default=None, help="Agent to run (default: config agent.default_agent).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document: answer, steps, stopped_reason.")
-@click.option("--base-url", default=None, help="Chat API base URL (default: $CONDUCTOR_BASE_URL).")
-@click.option("--api-key", default=None, help="API key (default: $CONDUCTOR_API_KEY).")
+@click.option("--base-url", default=None, envvar="CONDUCTOR_BASE_URL",
+              help="Chat API base URL (default: $CONDUCTOR_BASE_URL, else the configured server).")
+@click.option("--api-key", default=None, envvar="CONDUCTOR_API_KEY", help="API key (default: $CONDUCTOR_API_KEY).")
 @click.option("--model", default=None, help="Model id (default: config agent.chat_model).")
 @click.option("--mode", type=click.Choice(["auto", "native", "react"]), default=None, help="Tool-calling protocol.")
 @click.option("--max-steps", type=click.IntRange(1, 100), default=None, help="Step limit of the run.")
@@ -77,7 +94,8 @@ def agent(task, agent_name, as_json, base_url, api_key, model, mode, max_steps, 
         raise click.ClickException(str(e)) from None
     overrides = {k: v for k, v in {"mode": mode, "max_steps": max_steps}.items() if v is not None}
     with _endpoint(local, base_url) as url:
-        runner = build_runner(config, base_url=url, api_key=api_key, model=model, **overrides)
+        runner = build_runner(config, base_url=url, api_key=api_key, model=model,
+                              registry=_tools(config, local), **overrides)
         listener = None if as_json else _print_step
         try:
             if resume_id:

@@ -17,7 +17,7 @@ from typing import Any
 
 from apps.agent import protocol as P
 from apps.agent.agents import ASK_PREFIX, HANDOFF_PREFIX, AgentSpec, ask_tool, check_agents, handoff_tool
-from apps.agent.llm import ChatModel, ModelError
+from apps.agent.chat_model import ChatModel, ModelError
 from apps.agent.tools import Tool, ToolRegistry
 from apps.agent.trace import CallRecord, PendingCall, Step, Trace, TraceStore
 from apps.client import acting_for

@@ -15,7 +15,6 @@ a queue. A paused run lives in the trace store, so any replica sharing the data 
 from __future__ import annotations
 
 import json
-import queue
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -88,15 +87,11 @@ async def _stream(work: Callable[[Callable[[dict], None]], Any]) -> AsyncIterato
 def create_app(config: ConductorConfig, runner_factory: Callable[[str | None], Any]) -> Any:
     """The FastAPI app (testable without Serve). `runner_factory(model)` builds an AgentRunner."""
     from fastapi import FastAPI
-    from fastapi.responses import StreamingResponse
 
-    from apps.common import APIError, install_common
-    from apps.security import is_admin, request_user
+    from apps.common import install_common
 
     app = FastAPI(title="Conductor agent")
     install_common(app, config)
-    resuming: set[str] = set()
-    lock = threading.Lock()
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -110,17 +105,44 @@ def create_app(config: ConductorConfig, runner_factory: Callable[[str | None], A
              "dangerous": [t for t in a.tools if (x := runner.registry.get(t)) is not None and x.dangerous]}
             for a in runner.agents.values()]}
 
-    def owned(runner: Any, run_id: str, request: Request) -> Any:
-        """The run if this caller may see it: its owner or an admin. Anyone else gets the same 404 as for a run
-        that does not exist."""
-        try:
-            trace = runner.store.get(run_id)
-        except KeyError as e:
-            raise APIError(404, str(e.args[0]), code="run_not_found") from None
-        user = request_user(request)
-        if trace.owner != user and not is_admin(config, user):
-            raise APIError(404, f"no run {run_id!r}", code="run_not_found")
-        return trace
+    _run_routes(app, config, runner_factory)
+    _approval_route(app, config, runner_factory)
+    return app
+
+
+def _respond(work: Callable[..., Any], stream: bool) -> Any:
+    """A run's answer: streamed as events, or the finished trace (a run that cannot start is a 400)."""
+    from fastapi.responses import StreamingResponse
+
+    from apps.common import APIError
+
+    if stream:
+        return StreamingResponse(_stream(work), media_type="text/event-stream")
+    try:
+        return work().public()
+    except ValueError as e:
+        raise APIError(400, str(e)) from None
+
+
+def _owned(config: ConductorConfig, runner: Any, run_id: str, request: Request) -> Any:
+    """The run if this caller may see it: its owner or an admin. Anyone else gets the same 404 as for a run that
+    does not exist."""
+    from apps.common import APIError
+    from apps.security import is_admin, request_user
+
+    try:
+        trace = runner.store.get(run_id)
+    except KeyError as e:
+        raise APIError(404, str(e.args[0]), code="run_not_found") from None
+    user = request_user(request)
+    if trace.owner != user and not is_admin(config, user):
+        raise APIError(404, f"no run {run_id!r}", code="run_not_found")
+    return trace
+
+
+def _run_routes(app: Any, config: ConductorConfig, runner_factory: Callable[[str | None], Any]) -> None:
+    from apps.common import APIError
+    from apps.security import is_admin, request_user
 
     @app.post("/runs")
     def start(req: RunRequest, request: Request) -> Any:
@@ -129,18 +151,14 @@ def create_app(config: ConductorConfig, runner_factory: Callable[[str | None], A
         if (req.agent or config.agent.default_agent) not in runner.agents:
             raise APIError(400, f"unknown agent {req.agent!r}; known agents: {', '.join(sorted(runner.agents))}",
                            param="agent")
+
         def work(emit: Callable[[dict], None] | None = None) -> Any:
             try:
                 return runner.run(req.task, req.agent, on_event=emit, owner=owner)
             finally:
                 runner.model.close()  # one HTTP client per run
 
-        if req.stream:
-            return StreamingResponse(_stream(work), media_type="text/event-stream")
-        try:
-            return work().public()
-        except ValueError as e:
-            raise APIError(400, str(e)) from None
+        return _respond(work, req.stream)
 
     @app.get("/runs")
     def list_runs(request: Request, limit: int = 50) -> dict[str, Any]:
@@ -150,12 +168,19 @@ def create_app(config: ConductorConfig, runner_factory: Callable[[str | None], A
 
     @app.get("/runs/{run_id}")
     def get_run(run_id: str, request: Request) -> dict[str, Any]:
-        return owned(runner_factory(None), run_id, request).public()
+        return _owned(config, runner_factory(None), run_id, request).public()
+
+
+def _approval_route(app: Any, config: ConductorConfig, runner_factory: Callable[[str | None], Any]) -> None:
+    from apps.common import APIError
+
+    resuming: set[str] = set()
+    lock = threading.Lock()
 
     @app.post("/runs/{run_id}/approval")
     def approval(run_id: str, req: ApprovalRequest, request: Request) -> Any:
         runner = runner_factory(None)
-        trace = owned(runner, run_id, request)  # only the run's owner (or an admin) approves its code
+        trace = _owned(config, runner, run_id, request)  # only the run's owner (or an admin) approves its code
         if trace.status != "paused":
             raise APIError(409, f"run {run_id} is not waiting for approval (status {trace.status})")
         if (req.approve is None) == (req.decisions is None):
@@ -176,14 +201,7 @@ def create_app(config: ConductorConfig, runner_factory: Callable[[str | None], A
                 resuming.discard(run_id)
                 runner.model.close()
 
-        if req.stream:
-            return StreamingResponse(_stream(work), media_type="text/event-stream")
-        try:
-            return work().public()
-        except ValueError as e:
-            raise APIError(400, str(e)) from None
-
-    return app
+        return _respond(work, req.stream)
 
 
 def default_runner_factory(config: ConductorConfig) -> Callable[[str | None], Any]:
@@ -191,8 +209,11 @@ def default_runner_factory(config: ConductorConfig) -> Callable[[str | None], An
     from apps.agent import build_runner
     from apps.agent.builtin import builtin_registry
     from apps.agent.trace import TraceStore
+    from apps.client import ConductorClient
 
-    registry = builtin_registry(config, max_output_chars=config.agent.max_observation_chars)
+    # The RAG and video apps own their single-process stores: the agent's searches go through their routes.
+    registry = builtin_registry(config, max_output_chars=config.agent.max_observation_chars,
+                                apps_client=lambda: ConductorClient.for_config(config, timeout=60))
     store = TraceStore(config.agent.data_dir)
     return lambda model: build_runner(config, model=model, registry=registry, store=store)
 

@@ -3,7 +3,7 @@ types they share, so the fact modules import it and nothing imports back)."""
 
 from __future__ import annotations
 
-from apps.detective import facts_attention, facts_mlp, facts_misc
+from apps.detective import facts_attention, facts_mlp, facts_structure
 from apps.detective.config_view import ConfigView
 from apps.detective.facts import Facts, Tensors
 from apps.detective.headers import ModelFiles
@@ -21,12 +21,12 @@ def analyze(mf: ModelFiles) -> tuple[Facts, Tensors, ConfigView]:
     source = "config.json" if mf.format == "safetensors" else "gguf"
     cv = ConfigView(mf.config, mf.gguf_metadata, source=source)
     f = Facts()
-    facts_misc.embedding_and_layers(f, t, cv)
+    facts_structure.embedding_and_layers(f, t, cv)
     facts_attention.attention(f, t, cv)
     facts_mlp.mlp(f, t, cv)
-    facts_misc.norms(f, t)
-    facts_misc.position(f, t, cv)
-    facts_misc.tied_and_window(f, t, cv)
-    facts_misc.inventory(f, t)
+    facts_structure.norms(f, t)
+    facts_structure.position(f, t, cv)
+    facts_structure.tied_and_window(f, t, cv)
+    facts_structure.inventory(f, t)
     facts_attention.kv_cache(f, t)
     return f, t, cv

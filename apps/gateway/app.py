@@ -18,7 +18,7 @@ from apps.gateway.router import Backend, HandleBackend, InProcessBackend, Routed
 from cluster.config import ConductorConfig, config_from_dict
 from deployments.embedder import embedder_deployment
 from deployments.engines.base import engine_class
-from deployments.llm import llm_deployment
+from deployments.llm_server import llm_deployment
 
 log = logging.getLogger("conductor.gateway")
 
@@ -59,6 +59,8 @@ class Gateway:
                     if b.engine == "vllm":
                         b = b.model_copy(update={"options": {**b.options, "serve_base_url": serve_base_url(self.config)}})
                     engine = engine_class(b.engine)(b)
+                    if b.engine == "vllm":
+                        engine.mount_key = self.config.server.internal_api_key
                     _start_engine(engine)
                     backends.append(InProcessBackend(b, engine))
             models[m.id] = RoutedModel(m, backends)
@@ -68,7 +70,7 @@ class Gateway:
                              SharedBreakers(self.config.server.redis_url))
 
     def __serve_build_asgi_app__(self) -> Any:
-        from apps.gateway.api import build_api
+        from apps.gateway.openai_routes import build_api
 
         app = build_api(self)
         try:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cluster.config import BreakerConfig, EngineConfig, ModelConfig
-from deployments.engines.base import Engine, EngineError
+from deployments.engines.base import Engine, EngineError, EngineFailure
 
 
 @dataclass
@@ -119,10 +119,10 @@ class Backend:
         return {}
 
 
-def _raise_if_error(result: Any) -> Any:
-    if isinstance(result, dict) and "error" in result and "choices" not in result:
-        err = result["error"]
-        raise EngineError(int(err.get("status", 500)), err.get("message", "backend error"), err.get("type", "server_error"))
+def _raise_if_failed(result: Any) -> Any:
+    """A replica answers with its result or a typed EngineFailure (deployments/llm_server.py); the latter is raised."""
+    if isinstance(result, EngineFailure):
+        raise result.error()
     return result
 
 
@@ -134,24 +134,28 @@ class HandleBackend(Backend):
         self.handle = handle
 
     async def chat(self, req: dict[str, Any]) -> dict[str, Any]:
-        return _raise_if_error(await self.handle.chat.remote(req))
+        return _raise_if_failed(await self.handle.chat.remote(req))
 
     async def complete(self, req: dict[str, Any]) -> dict[str, Any]:
-        return _raise_if_error(await self.handle.complete.remote(req))
+        return _raise_if_failed(await self.handle.complete.remote(req))
 
     async def stream(self, kind: str, req: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]]]:
         method = self.handle.options(stream=True)
         gen = (method.chat_stream if kind == "chat" else method.complete_stream).remote(req)
         try:
             async for batch in gen:
-                for chunk in batch:
-                    _raise_if_error(chunk)
-                yield batch
+                failure = next((c for c in batch if isinstance(c, EngineFailure)), None)
+                if failure is None:
+                    yield batch
+                    continue
+                if len(batch) > 1:  # what the engine said before it failed still reaches the caller
+                    yield [c for c in batch if not isinstance(c, EngineFailure)]
+                raise failure.error()
         finally:
             gen.cancel()  # the caller stopped reading (or left): stop the generation in the replica too
 
     async def health(self) -> None:
-        _raise_if_error(await self.handle.health.remote())
+        _raise_if_failed(await self.handle.health.remote())
 
     async def stats(self) -> dict[str, Any]:
         try:
@@ -291,7 +295,7 @@ class Router:
                 try:
                     result = await attempt(backend, min(backend.config.timeout_s, left))
                 except EngineError as e:
-                    if e.is_client_error:
+                    if e.caller_fault:
                         model.breakers[backend.name].release()
                         raise
                     err = e
@@ -359,7 +363,7 @@ class Router:
 
     async def stream_failed(self, model: RoutedModel, backend: Backend, endpoint: str, err: EngineError) -> None:
         """A committed stream broke: nothing can fail over any more, but the backend is charged for it."""
-        if not err.is_client_error:
+        if not err.caller_fault:
             await self._record_failure(model, backend, endpoint, err)
 
     def status(self) -> dict[str, Any]:

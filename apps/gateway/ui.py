@@ -6,27 +6,16 @@ what the API does. A tab that fails to build is replaced by a note saying why; t
 
 from __future__ import annotations
 
-import importlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from apps.client import ConductorClient
+from apps.client import ConductorAPIError, ConductorClient
 from cluster.config import ConductorConfig
+from cluster.registry import app_registry, load_attr
 
 log = logging.getLogger("conductor.ui")
-
-# (tab label, "module:function"): each function is called inside `with gr.Tab(label):`.
-TABS: list[tuple[str, str]] = [
-    ("Documents", "apps.rag.ui:build_tab"),
-    ("Agent", "apps.agent.ui:build_tab"),
-    ("Video", "apps.video.ui:build_tab"),
-    ("Detective", "apps.detective.ui:build_tab"),
-    ("Training", "training.ui:build_tab"),
-]
-
 
 @dataclass
 class UIContext:
@@ -45,9 +34,7 @@ def signed_in_user() -> str | None:
 
 def make_client(config: ConductorConfig) -> ConductorClient:
     """Tabs act for the signed-in user: what they create is that user's, and they see only what that user may."""
-    from apps.client import serve_base_url
-
-    return ConductorClient(base_url=serve_base_url(config), acting_user=signed_in_user)
+    return ConductorClient.for_config(config, acting_user=signed_in_user)
 
 
 def stream_chat(client: ConductorClient, model: str, messages: list[dict[str, Any]], max_tokens: int,
@@ -55,21 +42,16 @@ def stream_chat(client: ConductorClient, model: str, messages: list[dict[str, An
     """Yield (backend, piece) for each streamed piece; backend comes from the x-conductor-backend header."""
     body = {"model": model, "messages": messages, "stream": True, "max_tokens": max_tokens,
             "temperature": temperature}
-    with client._http.stream("POST", "/v1/chat/completions", json=body) as r:
-        backend = r.headers.get("x-conductor-backend")
-        if r.status_code >= 400:
-            r.read()
-            raise RuntimeError(f"HTTP {r.status_code}: {r.text[:300]}")
-        for line in r.iter_lines():
-            if not line.startswith("data:") or line.strip() == "data: [DONE]":
-                continue
-            chunk = json.loads(line[5:])
-            if "error" in chunk:
-                raise RuntimeError(chunk["error"].get("message", "stream error"))
+    seen: dict[str, str | None] = {}
+    try:
+        for chunk in client.stream_sse("/v1/chat/completions", body,
+                                       on_headers=lambda h: seen.update(backend=h.get("x-conductor-backend"))):
             for c in chunk.get("choices", []):
                 piece = (c.get("delta") or {}).get("content")
                 if piece:
-                    yield backend, piece
+                    yield seen.get("backend"), piece
+    except ConductorAPIError as e:
+        raise RuntimeError(str(e) if not e.mid_stream else e.message) from None
 
 
 def build_chat_tab(ctx: UIContext) -> None:
@@ -146,7 +128,7 @@ def build_system_tab(ctx: UIContext, tab: Any = None) -> None:
     def load():  # -> (deployments df, router json, plot df)
         try:
             st = ctx.client.request("GET", "/v1/status")
-            metrics = parse_metrics(ctx.client._http.get("/metrics").text)
+            metrics = parse_metrics(ctx.client.response("GET", "/metrics").text)
         except Exception as e:
             return pd.DataFrame([{"error": str(e)}]), {}, pd.DataFrame(columns=["time", "value", "metric"])
         rows = [{"application": a, "deployment": d, "status": info["status"],
@@ -167,6 +149,12 @@ def build_system_tab(ctx: UIContext, tab: Any = None) -> None:
     timer.tick(load, None, outputs)
 
 
+def app_tabs(config: ConductorConfig) -> list[tuple[str, str]]:
+    """(label, "module:build_tab") of every registered app with a tab, in registry order; each builder is called
+    inside `with gr.Tab(label):` with the UIContext."""
+    return [d.tab for d in app_registry(config) if d.tab and d.enabled(config)]
+
+
 def build_ui(config: ConductorConfig, client: ConductorClient | None = None) -> Any:
     import gradio as gr
 
@@ -175,11 +163,10 @@ def build_ui(config: ConductorConfig, client: ConductorClient | None = None) -> 
         gr.Markdown("# Conductor")
         with gr.Tab("Chat", id="chat"):
             build_chat_tab(ctx)
-        for label, target in TABS:
+        for label, target in app_tabs(config):
             with gr.Tab(label):
                 try:
-                    module, fn = target.split(":")
-                    getattr(importlib.import_module(module), fn)(ctx)
+                    load_attr(target)(ctx)
                 except Exception as e:
                     log.exception("tab %s failed to build", label)
                     gr.Markdown(f"**{label} is unavailable:** `{type(e).__name__}: {e}`")

@@ -19,11 +19,13 @@ from deployments.vectorstore import StoreError, StoreLockedError
 
 
 def _service() -> Any:
-    from apps.rag.service import RagService
+    from apps.client import ConductorClient, cli_api_key, cli_base_url
+    from apps.rag.library import RagService
     from cluster.config import load_config
 
     try:
-        return RagService(load_config())
+        # Answers come from the chat API the command line points at ($CONDUCTOR_BASE_URL or the configured one).
+        return RagService(load_config(), client=ConductorClient(cli_base_url(), cli_api_key()))
     except ValueError as e:  # config errors
         raise click.ClickException(str(e)) from None
 
@@ -40,11 +42,11 @@ def _params(k: int | None, mode: str, rerank: bool) -> Any:
 
 def _server(url: str | None) -> Any:
     """The running server's client, or None. An explicit --url that does not answer is an error."""
-    from apps.client import default_base_url, running_server
+    from apps.client import running_server
 
     client = running_server(url)
     if client is None and url:
-        raise click.ClickException(f"no Conductor server answers at {url or default_base_url()}")
+        raise click.ClickException(f"no Conductor server answers at {url}")
     return client
 
 
@@ -58,7 +60,7 @@ def _call(client: Any, method: str, path: str, **kw: Any) -> Any:
 
 
 def _local(local: Any) -> Any:
-    from apps.rag.service import RagError
+    from apps.rag.library import RagError
 
     try:
         svc = _service()
@@ -216,7 +218,7 @@ def ask(question: str, collection: str, k: int, mode: str, rerank: bool, url: st
 def eval_cmd(collection: str, questions: str, k: int, modes: str, faith: int, as_json: bool) -> None:
     """Retrieval metrics (hit rate, recall@k, MRR, nDCG) per mode; appended to the collection's history."""
     from apps.rag.eval import faithfulness, format_table, load_questions, run_and_record
-    from apps.rag.service import RagError
+    from apps.rag.library import RagError
 
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
     client = _server(None)

@@ -7,7 +7,6 @@ Runs on whatever cluster the driver is connected to: a laptop's local Ray, or a 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +57,7 @@ def ingest_ray(store: Any, collection: str, todo: list[tuple[str, str]], setting
 
     if not ray.is_initialized():
         # Join the cluster this process belongs to (a Ray job), else start a local one.
-        ray.init(address="auto" if os.environ.get("RAY_ADDRESS") else None, log_to_driver=False)
+        ray.init(log_to_driver=False)  # RAY_ADDRESS, when a job sets it, is read by Ray itself
     keys = ["id", "source", "doc_hash", "doc_key", "title", "section", "start", "end", "chunk_index", "n_chunks",
             "kind", "text", "error"]
     ds = (ray.data.from_items([{"path": p, "hash": h} for p, h in todo], override_num_blocks=max(1, min(len(todo), 32)))

@@ -67,37 +67,34 @@ class EvalRequest(BaseModel):
         "were uploaded); default the set attached to the collection.")
 
 
-def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> Any:
-    """The FastAPI app (testable without Serve). `service_factory` is called once, lazily."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import StreamingResponse
+class _Routes:
+    """What every route of the RAG app shares: the config, the lazily made service, access checks, one writer."""
 
-    from apps.common import APIError, install_common, raw_upload, stream_body_to
-    from apps.rag.retrieval import SearchParams
-    from apps.rag.service import RagError
-    from deployments.vectorstore import StoreError, StoreLockedError
+    def __init__(self, config: ConductorConfig, service_factory: Callable[[], Any]):
+        from apps.rag.access import CollectionAccess
 
-    from apps.rag.access import CollectionAccess, check_shares, owns
-    from apps.security import request_user
+        self.config = config
+        self._factory = service_factory
+        self._svc: Any = None
+        self.access = CollectionAccess(config, lambda stored: self.svc().meta(stored))
+        self.write_lock = threading.Lock()  # one ingestion at a time: the store has one writer
 
-    app = FastAPI(title="Conductor RAG")
-    install_common(app, config)
+    def svc(self) -> Any:
+        if self._svc is None:
+            self._svc = self._factory()
+        return self._svc
 
-    access = CollectionAccess(config, lambda stored: svc().meta(stored))
+    def scoped(self, request: Any, collection: str, write: bool = False) -> str:
+        from apps.security import request_user
 
-    def scoped(request: Request, collection: str, write: bool = False) -> str:
-        return access.stored(request_user(request), collection, write)
+        return self.access.stored(request_user(request), collection, write)
 
-    state: dict[str, Any] = {}
-    write_lock = threading.Lock()  # one ingestion at a time: the store has one writer
-    limit = config.server.max_upload_bytes
-
-    def svc() -> Any:
-        if "svc" not in state:
-            state["svc"] = service_factory()
-        return state["svc"]
-
+    @staticmethod
     def call(fn: Callable[[], Any]) -> Any:
+        from apps.common import APIError
+        from apps.rag.library import RagError
+        from deployments.vectorstore import StoreError, StoreLockedError
+
         try:
             return fn()
         except StoreLockedError as e:  # another process holds the embedded store: not the caller's fault
@@ -105,89 +102,146 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
         except (RagError, StoreError, ValueError) as e:  # ValueError: a bad question set or mode
             raise APIError(404 if "does not exist" in str(e) else 400, str(e)) from None
 
+    async def ingest(self, collection: str, paths: list[str], chunking: str | None, engine: str,
+                     before: Callable[[], Any] | None = None) -> Any:
+        from starlette.concurrency import run_in_threadpool
+
+        def work() -> Any:
+            with self.write_lock:
+                if before is not None:
+                    before()
+                return self.call(lambda: self.svc().ingest(paths, collection, chunking, engine=engine)).as_dict()
+
+        return await run_in_threadpool(work)
+
+
+def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> Any:
+    """The FastAPI app (testable without Serve). `service_factory` is called once, lazily."""
+    from fastapi import FastAPI
+
+    from apps.common import install_common
+
+    app = FastAPI(title="Conductor RAG")
+    install_common(app, config)
+    r = _Routes(config, service_factory)
+    # Registration order is matching order: /collections before /{collection}.
+    _collection_routes(app, r)
+    _question_routes(app, r)
+    _ingest_routes(app, r)
+    _eval_routes(app, r)
+    return app
+
+
+def _collection_routes(app: Any, r: _Routes) -> None:
+    from fastapi import Request
+
+    from apps.rag.access import check_shares, owns
+    from apps.security import request_user
+
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/collections")
     def collections(request: Request) -> dict[str, Any]:
-        return {"collections": access.visible(request_user(request), call(lambda: svc().collections()))}
+        return {"collections": r.access.visible(request_user(request), r.call(lambda: r.svc().collections()))}
 
     @app.get("/{collection}")
     def info(collection: str, request: Request) -> dict[str, Any]:
-        stored = scoped(request, collection)
-        meta = call(lambda: svc().meta(stored))
-        if not access.is_reader(request_user(request), stored):
+        stored = r.scoped(request, collection)
+        meta = r.call(lambda: r.svc().meta(stored))
+        if not r.access.is_reader(request_user(request), stored):
             return {**meta, "name": collection}
         return {k: v for k, v in meta.items() if k != "shared_with"} | {"name": collection}
 
     @app.delete("/{collection}")
     def delete(collection: str, request: Request) -> dict[str, Any]:
-        stored = scoped(request, collection, write=True)
-        with write_lock:
-            call(lambda: svc().delete(stored))
+        stored = r.scoped(request, collection, write=True)
+        with r.write_lock:
+            r.call(lambda: r.svc().delete(stored))
         return {"deleted": collection}
 
     @app.put("/{collection}/sharing")
     def share(collection: str, req: ShareRequest, request: Request) -> dict[str, Any]:
         """Replace the users `collection` is shared with (read-only); [] stops sharing. The owner's or an admin's."""
-        stored = scoped(request, collection, write=True)
+        stored = r.scoped(request, collection, write=True)
         users = check_shares(req.users)
         user = request_user(request)
         owner = user if owns(user, stored) else None  # not an admin sharing another's
-        with write_lock:
-            meta = call(lambda: svc().share(stored, users, owner))
+        with r.write_lock:
+            meta = r.call(lambda: r.svc().share(stored, users, owner))
         return {"name": collection, "stored_name": stored, "shared_with": meta["shared_with"]}
+
+    @app.get("/{collection}/context")
+    def context(collection: str, request: Request, source: str, start: int = 0, end: int = 0,
+                window: int = 600) -> Any:
+        collection = r.scoped(request, collection)
+        return r.call(lambda: r.svc().context(collection, source, start, end, min(max(window, 0), 5000)))
+
+
+def _question_routes(app: Any, r: _Routes) -> None:
+    from fastapi import Request
+    from fastapi.responses import StreamingResponse
+
+    from apps.rag.retrieval import SearchParams
 
     @app.post("/{collection}/search")
     def search(collection: str, req: QueryRequest, request: Request) -> dict[str, Any]:
-        collection = scoped(request, collection)
+        collection = r.scoped(request, collection)
         p = SearchParams(k=req.k, mode=req.mode, rerank=req.rerank)
-        return {"hits": [h.model_dump() for h in call(lambda: svc().search(collection, req.question, p))]}
+        return {"hits": [h.model_dump() for h in r.call(lambda: r.svc().search(collection, req.question, p))]}
 
     @app.post("/{collection}/query")
     def query(collection: str, req: QueryRequest, request: Request) -> Any:
-        collection = scoped(request, collection)
+        collection = r.scoped(request, collection)
         p = SearchParams(k=req.k, mode=req.mode, rerank=req.rerank)
         if not req.stream:
-            return call(lambda: svc().ask(collection, req.question, p, req.model)).model_dump()
-        events = call(lambda: svc().ask_stream(collection, req.question, p, req.model))
-        first = call(lambda: next(events))  # errors (missing collection, empty question) before the stream opens
+            return r.call(lambda: r.svc().ask(collection, req.question, p, req.model)).model_dump()
+        events = r.call(lambda: r.svc().ask_stream(collection, req.question, p, req.model))
+        first = r.call(lambda: next(events))  # errors (missing collection, empty question) before the stream opens
+        return StreamingResponse(_answer_events(first, events), media_type="text/event-stream")
 
-        async def sse() -> Any:
-            from starlette.concurrency import run_in_threadpool
 
-            done = object()
-            yield f"data: {json.dumps(first)}\n\n"
-            try:
-                while (ev := await run_in_threadpool(next, events, done)) is not done:
-                    yield f"data: {json.dumps(ev)}\n\n"
-            except Exception as e:  # the model failed mid-answer: tell the client in-band, the status is sent
-                yield f"data: {json.dumps({'type': 'error', 'message': f'{type(e).__name__}: {e}'})}\n\n"
-            finally:
-                # A client that left (or a finished answer): closing the generator closes its stream to the
-                # gateway, which cancels the generation there.
-                try:
-                    await run_in_threadpool(events.close)
-                except ValueError:  # still running a step in its thread: it is closed when collected
-                    pass
-            yield "data: [DONE]\n\n"
+async def _answer_events(first: dict[str, Any], events: Any) -> Any:
+    from starlette.concurrency import run_in_threadpool
 
-        return StreamingResponse(sse(), media_type="text/event-stream")
+    done = object()
+    yield f"data: {json.dumps(first)}\n\n"
+    try:
+        while (ev := await run_in_threadpool(next, events, done)) is not done:
+            yield f"data: {json.dumps(ev)}\n\n"
+    except Exception as e:  # the model failed mid-answer: tell the client in-band, the status is sent
+        yield f"data: {json.dumps({'type': 'error', 'message': f'{type(e).__name__}: {e}'})}\n\n"
+    finally:
+        # A client that left (or a finished answer): closing the generator closes its stream to the
+        # gateway, which cancels the generation there.
+        try:
+            await run_in_threadpool(events.close)
+        except ValueError:  # still running a step in its thread: it is closed when collected
+            pass
+    yield "data: [DONE]\n\n"
+
+
+def _ingest_routes(app: Any, r: _Routes) -> None:
+    from fastapi import Request
+
+    from apps.common import APIError, raw_upload, stream_body_to
+
+    limit = r.config.server.max_upload_bytes
 
     @app.post("/{collection}/upload")
     @raw_upload(*UPLOAD_TYPES)
     async def upload(collection: str, request: Request, filename: str, chunking: str | None = None) -> Any:
         from apps.rag.parsers import kind_of
 
-        collection = scoped(request, collection, write=True)
+        collection = r.scoped(request, collection, write=True)
         name = _SAFE.sub("_", os.path.basename(filename)).lstrip(".")
         if not name or kind_of(name) is None:
             raise APIError(415, f"unsupported file type for {filename!r}; use .md, .txt, .rst, .html or .pdf")
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise APIError(413, f"upload of {declared} bytes exceeds the limit of {limit} bytes", code="upload_too_large")
-        folder = expand_path(config.rag.data_dir) / "uploads" / call(lambda: _check(collection))
+        folder = expand_path(r.config.rag.data_dir) / "uploads" / r.call(lambda: _check(collection))
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-")
         try:
@@ -197,70 +251,56 @@ def create_app(config: ConductorConfig, service_factory: Callable[[], Any]) -> A
                 raise APIError(400, "the uploaded file is empty")
             # The file takes its name only under the write lock, so a second upload of the same name waits for
             # the first one's ingestion instead of replacing the file under it.
-            return await _run_ingest(collection, [str(folder / name)], chunking, "local",
-                                     before=lambda: os.replace(tmp, folder / name))
+            return await r.ingest(collection, [str(folder / name)], chunking, "local",
+                                  before=lambda: os.replace(tmp, folder / name))
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
-    async def _run_ingest(collection: str, paths: list[str], chunking: str | None, engine: str,
-                          before: Callable[[], Any] | None = None) -> Any:
-        from starlette.concurrency import run_in_threadpool
-
-        def work() -> Any:
-            with write_lock:
-                if before is not None:
-                    before()
-                return call(lambda: svc().ingest(paths, collection, chunking, engine=engine)).as_dict()
-
-        return await run_in_threadpool(work)
-
     @app.post("/{collection}/ingest")
     async def ingest(collection: str, req: IngestRequest, request: Request) -> Any:
-        collection = scoped(request, collection, write=True)
-        roots = [os.path.realpath(expand_path(r)) for r in config.rag.ingest_roots]
+        collection = r.scoped(request, collection, write=True)
+        roots = [os.path.realpath(expand_path(p)) for p in r.config.rag.ingest_roots]
         for p in req.paths:
             real = os.path.realpath(expand_path(p))
-            if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
+            if not any(real == root or real.startswith(root.rstrip("/") + "/") for root in roots):
                 raise APIError(403, f"{p!r} is not under rag.ingest_roots; upload the files instead")
-        return await _run_ingest(collection, req.paths, req.chunking, req.engine)
+        return await r.ingest(collection, req.paths, req.chunking, req.engine)
 
-    @app.get("/{collection}/context")
-    def context(collection: str, request: Request, source: str, start: int = 0, end: int = 0,
-                window: int = 600) -> Any:
-        collection = scoped(request, collection)
-        return call(lambda: svc().context(collection, source, start, end, min(max(window, 0), 5000)))
+
+def _eval_routes(app: Any, r: _Routes) -> None:
+    from fastapi import Request
+
+    from apps.common import APIError
 
     @app.get("/{collection}/eval")
     def eval_history(collection: str, request: Request) -> Any:
         from apps.rag.eval import history
 
-        collection = scoped(request, collection)
-        call(lambda: svc().meta(collection))
-        return {"history": history(svc(), collection)}
+        collection = r.scoped(request, collection)
+        r.call(lambda: r.svc().meta(collection))
+        return {"history": history(r.svc(), collection)}
 
     @app.post("/{collection}/eval")
     def eval_run(collection: str, req: EvalRequest, request: Request) -> Any:
         from apps.rag.eval import run_and_record
 
-        collection = scoped(request, collection, write=True)  # it records a run in the collection's history
-        meta = call(lambda: svc().meta(collection))
+        collection = r.scoped(request, collection, write=True)  # it records a run in the collection's history
+        meta = r.call(lambda: r.svc().meta(collection))
         questions = meta.get("questions")
         if req.questions:  # gold documents named as uploaded: they live in this collection's upload folder
             from cluster.files import atomic_write
 
-            folder = expand_path(config.rag.data_dir) / "uploads" / _check(collection)
+            folder = expand_path(r.config.rag.data_dir) / "uploads" / _check(collection)
             rows = [{"question": q.question, "answer": q.answer,
                      "gold": [str(folder / _SAFE.sub("_", os.path.basename(g)).lstrip(".")) for g in q.gold]}
                     for q in req.questions]
             questions = str(folder / ".posted-questions.jsonl")
-            atomic_write(questions, "".join(json.dumps(r) + "\n" for r in rows))
+            atomic_write(questions, "".join(json.dumps(row) + "\n" for row in rows))
         if not questions:
             raise APIError(400, f"collection {collection!r} has no question set; send `questions` or ingest with "
                                 "--questions first")
-        return call(lambda: run_and_record(svc(), collection, questions, req.k, req.modes))
-
-    return app
+        return r.call(lambda: run_and_record(r.svc(), collection, questions, req.k, req.modes))
 
 
 def _check(collection: str) -> str:
@@ -270,7 +310,7 @@ def _check(collection: str) -> str:
 
 
 def _create_served_app(config: ConductorConfig) -> Any:
-    from apps.rag.service import RagService
+    from apps.rag.library import RagService
 
     return create_app(config, lambda: RagService(config))
 
@@ -279,8 +319,8 @@ def build_app(args: dict[str, Any]) -> Any:
     """Serve entry point: args = {"config": <dict>}. One replica: the embedded store has a single writer."""
     config = config_from_dict(args["config"])
     res = config.rag.resources
-    opts = res.serve_options("RagIngress", num_replicas=1 if not config.rag.qdrant_url else (res.num_replicas or 1))
-    opts.pop("autoscaling_config", None)  # fixed replicas: the embedded store has a single writer
+    # Fixed replicas: the embedded store has a single writer.
+    opts = res.serve_options("RagIngress", fixed_replicas=1 if not config.rag.qdrant_url else (res.num_replicas or 1))
     from apps.common import config_ingress_app
     from deployments.secrets import with_secrets
 

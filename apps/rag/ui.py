@@ -80,6 +80,7 @@ def history_frames(history: list[dict[str, Any]]) -> tuple[Any, Any]:
 
 
 def build_tab(ctx: Any) -> None:
+    """The Documents tab: a collection picker, then the ingest, ask and evaluation sections, top to bottom."""
     import gradio as gr
 
     client = ctx.client
@@ -90,32 +91,25 @@ def build_tab(ctx: Any) -> None:
                                  elem_id="rag-collection")
         refresh = gr.Button("↻", scale=0)
         chunking = gr.Radio(["structure", "recursive", "fixed"], value="structure", label="Chunking (new collection)")
+    refresh.click(lambda: gr.update(choices=_collections(client)), outputs=collection)
+    _ingest_section(client, collection, chunking)
+    _ask_section(client, collection)
+    _eval_section(client, collection)
+
+
+def _message(e: Exception) -> str:
+    return getattr(e, "message", str(e))
+
+
+def _ingest_section(client: Any, collection: Any, chunking: Any) -> None:
+    import gradio as gr
+
     with gr.Accordion("Add documents", open=True):
         files = gr.File(file_count="multiple", label="Markdown, text, reST, HTML or PDF", type="filepath",
                         elem_id="rag-files")
         folder = gr.Textbox(label="…or a folder on the server (must be under rag.ingest_roots)")
         ingest_btn = gr.Button("Ingest", variant="primary", elem_id="rag-ingest")
         ingest_out = gr.Markdown(elem_id="rag-ingest-out")
-    with gr.Row():
-        question = gr.Textbox(label="Question", scale=4, elem_id="rag-question")
-        ask_btn = gr.Button("Ask", variant="primary", scale=1, elem_id="rag-ask")
-    with gr.Row():
-        k = gr.Slider(1, 20, value=5, step=1, label="k")
-        mode = gr.Radio(["hybrid", "dense", "sparse"], value="hybrid", label="Retrieval")
-        rerank = gr.Checkbox(label="Rerank")
-    answer = gr.Markdown(elem_id="rag-answer")
-    cites = gr.Radio([], label="Citations (click one to see it in context)", elem_id="rag-citations")
-    passage = gr.HTML()
-    sources_state = gr.State([])
-    with gr.Accordion("Evaluation", open=False):
-        eval_btn = gr.Button("Run evaluation on the attached question set")
-        hist_btn = gr.Button("Load history")
-        table = gr.Dataframe(label="Latest metrics")
-        plot = gr.LinePlot(x="run", y="value", color="series", label="History", height=300)
-        eval_msg = gr.Markdown()
-
-    def do_refresh():  # type: ignore[no-untyped-def]
-        return gr.update(choices=_collections(client))
 
     def do_ingest(coll, chunk, paths, folder_path, progress=gr.Progress()):  # type: ignore[no-untyped-def]
         if not coll:
@@ -127,15 +121,33 @@ def build_tab(ctx: Any) -> None:
                 out += (f"\n- folder: {len(rep['added'])} added, {len(rep['updated'])} updated, "
                         f"{len(rep['deleted'])} deleted, {len(rep['skipped'])} skipped, {rep['chunks']} chunks")
             except Exception as e:
-                out += f"\n- folder: {getattr(e, 'message', str(e))}"
+                out += f"\n- folder: {_message(e)}"
         return out or "nothing to ingest", gr.update(choices=_collections(client), value=coll)
+
+    ingest_btn.click(do_ingest, [collection, chunking, files, folder], [ingest_out, collection])
+
+
+def _ask_section(client: Any, collection: Any) -> None:
+    import gradio as gr
+
+    with gr.Row():
+        question = gr.Textbox(label="Question", scale=4, elem_id="rag-question")
+        ask_btn = gr.Button("Ask", variant="primary", scale=1, elem_id="rag-ask")
+    with gr.Row():
+        k = gr.Slider(1, 20, value=5, step=1, label="k")
+        mode = gr.Radio(["hybrid", "dense", "sparse"], value="hybrid", label="Retrieval")
+        rerank = gr.Checkbox(label="Rerank")
+    answer = gr.Markdown(elem_id="rag-answer")
+    cites = gr.Radio([], label="Citations (click one to see it in context)", elem_id="rag-citations")
+    passage = gr.HTML()
+    sources_state = gr.State([])
 
     def do_ask(coll, q, k_, mode_, rr):  # type: ignore[no-untyped-def]
         try:
             for text, labels, srcs in stream_answer(client, coll, q, k_, mode_, rr):
                 yield text, gr.update(choices=labels, value=None), srcs, ""
         except Exception as e:
-            yield f"**error:** {getattr(e, 'message', str(e))}", gr.update(choices=[]), [], ""
+            yield f"**error:** {_message(e)}", gr.update(choices=[]), [], ""
 
     def show(coll, label, srcs):  # type: ignore[no-untyped-def]
         if not label or not srcs:
@@ -145,26 +157,36 @@ def build_tab(ctx: Any) -> None:
             return render_context(client.request("GET", f"{PREFIX}/{coll}/context",
                                                   params={"source": s["source"], "start": s["start"], "end": s["end"]}))
         except Exception as e:
-            return f"<pre>{html.escape(s['text'])}</pre><i>{html.escape(getattr(e, 'message', str(e)))}</i>"
+            return f"<pre>{html.escape(s['text'])}</pre><i>{html.escape(_message(e))}</i>"
+
+    ask_btn.click(do_ask, [collection, question, k, mode, rerank], [answer, cites, sources_state, passage])
+    question.submit(do_ask, [collection, question, k, mode, rerank], [answer, cites, sources_state, passage])
+    cites.change(show, [collection, cites, sources_state], passage)
+
+
+def _eval_section(client: Any, collection: Any) -> None:
+    import gradio as gr
+
+    with gr.Accordion("Evaluation", open=False):
+        eval_btn = gr.Button("Run evaluation on the attached question set")
+        hist_btn = gr.Button("Load history")
+        table = gr.Dataframe(label="Latest metrics")
+        plot = gr.LinePlot(x="run", y="value", color="series", label="History", height=300)
+        eval_msg = gr.Markdown()
 
     def load_history(coll):  # type: ignore[no-untyped-def]
         try:
             t, p = history_frames(client.request("GET", f"{PREFIX}/{coll}/eval")["history"])
             return t, p, "" if len(t) else "no evaluation yet"
         except Exception as e:
-            return None, None, getattr(e, "message", str(e))
+            return None, None, _message(e)
 
     def run_eval(coll):  # type: ignore[no-untyped-def]
         try:
             client.post_json(f"{PREFIX}/{coll}/eval", {})
         except Exception as e:
-            return None, None, getattr(e, "message", str(e))
+            return None, None, _message(e)
         return load_history(coll)
 
-    refresh.click(do_refresh, outputs=collection)
-    ingest_btn.click(do_ingest, [collection, chunking, files, folder], [ingest_out, collection])
-    ask_btn.click(do_ask, [collection, question, k, mode, rerank], [answer, cites, sources_state, passage])
-    question.submit(do_ask, [collection, question, k, mode, rerank], [answer, cites, sources_state, passage])
-    cites.change(show, [collection, cites, sources_state], passage)
     hist_btn.click(load_history, collection, [table, plot, eval_msg])
     eval_btn.click(run_eval, collection, [table, plot, eval_msg])

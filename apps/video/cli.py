@@ -171,9 +171,9 @@ def analyze(file: str, llm: bool, base_url: str | None, model: str | None, ray_m
         index.close()
     client = None
     if llm:
-        from apps.client import ConductorClient
+        from apps.client import ConductorClient, cli_api_key, cli_base_url
 
-        client = ConductorClient(base_url=base_url, timeout=60)
+        client = ConductorClient(cli_base_url(base_url), cli_api_key(), timeout=60)
     doc = analysis(rec, client, model or cfg.video.chat_model or cfg.default_model)
     _emit(doc, as_json, _analysis_text(doc))
 

@@ -63,8 +63,8 @@ def expand_inputs(target: str) -> list[str]:
 
 class VideoIndex:
     def __init__(self, vc: VideoConfig, location: str | None = None):
-        from deployments.embedder_local import shared_embedder
         from apps.video.features import VISUAL_DIM
+        from deployments.embedder_local import shared_embedder
 
         self.vc = vc
         self.root = expand_path(vc.data_dir)
@@ -75,9 +75,10 @@ class VideoIndex:
             from deployments.vision import shared_vision
 
             clip_dim = shared_vision(vc.vision_model).dim
-        import os
 
-        key = os.environ.get(vc.qdrant_api_key_env) if vc.qdrant_api_key_env else None
+        from deployments.secrets import read_secret
+
+        key = read_secret(vc.qdrant_api_key_env)
         self.store = VideoStore(location or str(self.root / "qdrant"), vc.collection, self.embedder.dim, VISUAL_DIM,
                                 clip_dim, url=vc.qdrant_url, api_key=key)
         (self.root / "videos").mkdir(parents=True, exist_ok=True)

@@ -126,12 +126,13 @@ class CaptionStage:
     PROMPT = "Describe this video frame in one short sentence: the setting, people, objects and any visible text."
 
     def __init__(self, cfg: dict[str, Any]):
-        import os
 
         from apps.client import ConductorClient
 
         self.vc = VideoConfig.model_validate(cfg)
-        key = os.environ.get(self.vc.caption_api_key_env) if self.vc.caption_api_key_env else None
+        from deployments.secrets import read_secret
+
+        key = read_secret(self.vc.caption_api_key_env)
         self.client = ConductorClient(self.vc.caption_base_url, api_key=key, timeout=60) \
             if self.vc.caption_model else None
         self.errors = 0
@@ -201,7 +202,6 @@ def model_stages(cfg: dict[str, Any]) -> list[Callable[[dict[str, Any]], dict[st
 def build_dataset(paths: list[str], cfg: dict[str, Any], workers: int = 2):
     """The Ray Data pipeline (lazy): read -> decode (tasks) -> ASR -> OCR -> embed (actor pools of `workers`)."""
     import ray
-
     from ray.data import ActorPoolStrategy
 
     threads = 1 if workers > 1 else 2

@@ -74,7 +74,6 @@ def _limit_check(info: MediaInfo, limits: VideoLimits) -> None:
 def probe_in_process(path: str, limits: VideoLimits) -> MediaInfo:
     """The probe itself. Call `probe()` instead for untrusted files: this runs FFmpeg in *this* process."""
     import av
-
     import av.logging
 
     size = os.path.getsize(path)
@@ -136,7 +135,9 @@ def probe(path: str | os.PathLike, limits: VideoLimits | None = None) -> MediaIn
     precheck(path, limits)
     cmd = [sys.executable, "-m", "apps.video.probe", str(path), limits.model_dump_json()]
     root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    from deployments.secrets import child_env
+
+    env = child_env(PYTHONPATH=root)  # the probe parses untrusted media: it gets no credential
     try:
         out = subprocess.run(cmd, capture_output=True, timeout=limits.probe_timeout_s, env=env, cwd=root,
                              preexec_fn=_cap_memory(limits.worker_memory_mb), check=False)

@@ -200,7 +200,7 @@ def _add_library_routes(app, svc: VideoService, config: ConductorConfig):
         if summary:
             from apps.client import ConductorClient
 
-            client = ConductorClient(timeout=60)
+            client = ConductorClient.for_config(config, timeout=60)
         doc = analysis(rec, client, config.video.chat_model or config.default_model)
         doc["scenes"] = [{"start": s["start"], "end": s["end"], "thumbnail": f"videos/{video}/thumbnails/{i}.jpg",
                           "transcript": s["transcript"], "ocr": [x["text"] for x in s["ocr"]]}
@@ -235,9 +235,8 @@ def _record(svc: VideoService, video: str, viewer: str | None) -> dict[str, Any]
 
 def _probe_then_process(svc: VideoService, path: Path, name: str) -> dict[str, Any]:
     from apps.common import APIError
-    from apps.video.probe import ProbeError, probe
-
     from apps.video.pipeline import file_id
+    from apps.video.probe import ProbeError, probe
 
     try:
         probe(path, svc.vc.limits)
@@ -290,9 +289,7 @@ def build_app(args: dict[str, Any]):
     replicas = res.num_replicas or (1 if not config.video.qdrant_url else None)
     from deployments.secrets import with_secrets
 
-    opts = res.serve_options("Video", **({"num_replicas": replicas} if replicas else {}))
-    if replicas:
-        opts.pop("autoscaling_config", None)
+    opts = res.serve_options("Video", fixed_replicas=replicas)
     opts = with_secrets(opts, [config.video.qdrant_api_key_env, config.video.caption_api_key_env])
     # FastAPI is built inside the replica (a module-level app with routes does not pickle).
     return serve.deployment(**opts)(serve.ingress(builder)()).bind()

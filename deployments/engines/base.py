@@ -2,7 +2,7 @@
 
 Requests and responses are OpenAI-shaped dicts (the gateway validates them first), so engines that already speak
 OpenAI (llama.cpp's server, hosted APIs, vLLM) pass them through, and the others build the same shapes.
-An engine is plain Python: `deployments.llm.LLMServer` hosts one inside a Serve replica, tests and benchmarks call
+An engine is plain Python: `deployments.llm_server.LLMServer` hosts one inside a Serve replica, tests and benchmarks call
 one directly.
 """
 
@@ -13,10 +13,10 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, TypedDict, Union
 
 from cluster.config import EngineConfig
-
 
 # What a credential looks like in an upstream's error text: vendor-prefixed keys (sk-..., hf_..., ghp_...), bearer
 # values, and long opaque tokens. Upstreams echo keys back ("Incorrect API key provided: sk-..."); we never repeat.
@@ -41,8 +41,63 @@ class EngineError(Exception):
         self.status, self.message, self.type = status, message, type_
 
     @property
-    def is_client_error(self) -> bool:
+    def caller_fault(self) -> bool:
+        """The caller's mistake (a 4xx other than timeouts and rate limits): no failover, no breaker strike."""
         return 400 <= self.status < 500 and self.status not in (408, 429)
+
+    is_client_error = caller_fault  # the older name
+
+    def failure(self) -> "EngineFailure":
+        return EngineFailure(self.status, self.message, self.type)
+
+
+@dataclass(frozen=True)
+class EngineFailure:
+    """An engine's error as a typed value: what a replica returns or streams across the Serve handle in place of
+    a result (a plain dataclass, not a pickled exception or a dict the router must sniff)."""
+
+    status: int
+    message: str
+    type: str = "server_error"
+
+    @property
+    def caller_fault(self) -> bool:
+        return self.error().caller_fault
+
+    def error(self) -> EngineError:
+        return EngineError(self.status, self.message, self.type)
+
+    @classmethod
+    def of(cls, e: BaseException) -> "EngineFailure":
+        """Any exception out of an engine: EngineErrors keep their meaning, the rest are the backend's fault."""
+        if isinstance(e, EngineError):
+            return e.failure()
+        return cls(500, f"{type(e).__name__}: {e}"[:500], "server_error")
+
+
+class ChatCompletion(TypedDict, total=False):
+    """OpenAI's chat.completion object, as engines return it (the gateway validated the request first)."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, int]
+
+
+class ChatCompletionChunk(TypedDict, total=False):
+    """OpenAI's chat.completion.chunk (or text_completion for /v1/completions); the last may carry `usage`."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, int]
+
+
+StreamItem = Union[ChatCompletionChunk, EngineFailure]  # what a replica streams, batched in lists
 
 
 class Engine(ABC):
@@ -59,11 +114,11 @@ class Engine(ABC):
     async def start(self) -> None: ...
 
     @abstractmethod
-    async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
-        """OpenAI chat.completion object (with `usage`)."""
+    async def chat(self, request: dict[str, Any]) -> ChatCompletion:
+        """OpenAI chat.completion object (with `usage`). Failures raise EngineError."""
 
     @abstractmethod
-    def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[ChatCompletionChunk]:
         """OpenAI chat.completion.chunk objects; the last carries `usage` when the engine knows it."""
 
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:

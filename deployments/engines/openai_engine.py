@@ -5,28 +5,26 @@ The key is read from the environment variable the config names and is never logg
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
 from deployments.engines.base import Engine, EngineError, redact
+from deployments.openai_http import APIStatusError, AsyncOpenAIHTTP
+from deployments.secrets import read_secret
 
 
 class OpenAIEngine(Engine):
-    client: httpx.AsyncClient | None = None
+    client: AsyncOpenAIHTTP | None = None
     native_tool_calls = True
 
+    def api_key(self) -> str | None:
+        return read_secret(self.config.api_key_env)
+
     async def start(self) -> None:
-        headers = {}
-        if self.config.api_key_env:
-            key = os.environ.get(self.config.api_key_env)
-            if key:
-                headers["Authorization"] = f"Bearer {key}"
-        self.client = httpx.AsyncClient(base_url=(self.config.base_url or "").rstrip("/"), headers=headers,
-                                        timeout=httpx.Timeout(self.config.timeout_s, connect=5.0))
+        self.client = AsyncOpenAIHTTP((self.config.base_url or "").rstrip("/"), self.api_key(),
+                                      timeout=httpx.Timeout(self.config.timeout_s, connect=5.0))
 
     def _body(self, request: dict[str, Any], stream: bool) -> dict[str, Any]:
         body = {k: v for k, v in request.items() if v is not None}
@@ -36,33 +34,32 @@ class OpenAIEngine(Engine):
             body["stream_options"] = {"include_usage": True}
         return body
 
-    def _raise_for(self, r: httpx.Response, text: str) -> None:
-        try:
-            err = json.loads(text).get("error", {})
-            msg = err.get("message", text) if isinstance(err, dict) else str(err)
-        except (ValueError, AttributeError):
-            msg = text
-        msg = self._redact(str(msg)[:300])
+    def _engine_error(self, e: APIStatusError) -> EngineError:
+        msg = self._redact(e.message[:300])
+        if e.mid_stream:  # failed after the 200: say so, in our words
+            return EngineError(502, f"upstream failed mid-stream: {msg}")
         # A 400 is the caller's fault and must not fail over; auth/rate/server errors are the backend's.
-        if r.status_code in (400, 404, 413, 422):
-            raise EngineError(r.status_code, f"upstream rejected the request: {msg}", "invalid_request_error")
-        raise EngineError(502, f"upstream answered {r.status_code}: {msg}")
+        if e.status in (400, 404, 413, 422):
+            return EngineError(e.status, f"upstream rejected the request: {msg}", "invalid_request_error")
+        return EngineError(502, f"upstream answered {e.status}: {msg}")
+
+    def _transport_error(self, e: httpx.HTTPError) -> EngineError:
+        if isinstance(e, httpx.TimeoutException):
+            return EngineError(504, f"upstream {self.config.name} timed out")
+        return EngineError(503, f"upstream {self.config.name} unreachable: {type(e).__name__}")
 
     def _redact(self, text: str) -> str:
         """Upstream text may carry our key back (or another credential): it never reaches a caller or a log."""
-        return redact(text, (os.environ.get(self.config.api_key_env, ""),) if self.config.api_key_env else ())
+        return redact(text, (self.api_key() or "",))
 
     async def _post(self, path: str, request: dict[str, Any]) -> dict[str, Any]:
         assert self.client is not None
         try:
-            r = await self.client.post(path, json=self._body(request, False))
-        except httpx.TimeoutException:
-            raise EngineError(504, f"upstream {self.config.name} timed out") from None
+            return await self.client.post_json(path, self._body(request, False))
+        except APIStatusError as e:
+            raise self._engine_error(e) from None
         except httpx.HTTPError as e:
-            raise EngineError(503, f"upstream {self.config.name} unreachable: {type(e).__name__}") from None
-        if r.status_code >= 400:
-            self._raise_for(r, r.text)
-        return r.json()
+            raise self._transport_error(e) from None
 
     async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
         return await self._post("/chat/completions", request)
@@ -79,25 +76,12 @@ class OpenAIEngine(Engine):
     async def _stream(self, path: str, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         assert self.client is not None
         try:
-            async with self.client.stream("POST", path, json=self._body(request, True)) as r:
-                if r.status_code >= 400:
-                    self._raise_for(r, (await r.aread()).decode(errors="replace"))
-                async for line in r.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        return
-                    chunk = json.loads(data)
-                    if isinstance(chunk, dict) and "error" in chunk:  # failed mid-stream: say so, in our words
-                        err = chunk["error"]
-                        msg = err.get("message", "") if isinstance(err, dict) else str(err)
-                        raise EngineError(502, f"upstream failed mid-stream: {self._redact(str(msg)[:300])}")
-                    yield chunk
-        except httpx.TimeoutException:
-            raise EngineError(504, f"upstream {self.config.name} timed out") from None
+            async for chunk in self.client.stream_sse(path, self._body(request, True)):
+                yield chunk
+        except APIStatusError as e:
+            raise self._engine_error(e) from None
         except httpx.HTTPError as e:
-            raise EngineError(503, f"upstream {self.config.name} unreachable: {type(e).__name__}") from None
+            raise self._transport_error(e) from None
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         data = (await self._post("/embeddings", {"input": texts}))["data"]
@@ -106,11 +90,11 @@ class OpenAIEngine(Engine):
     async def check_health(self) -> None:
         assert self.client is not None
         try:
-            r = await self.client.get("/models", timeout=5.0)
+            status = await self.client.status_of("/models", timeout=5.0)
         except httpx.HTTPError as e:
             raise EngineError(503, f"upstream {self.config.name} unreachable: {type(e).__name__}") from None
-        if r.status_code >= 500:
-            raise EngineError(503, f"upstream {self.config.name} unhealthy ({r.status_code})")
+        if status >= 500:
+            raise EngineError(503, f"upstream {self.config.name} unhealthy ({status})")
 
     async def stop(self) -> None:
         if self.client is not None:

@@ -26,14 +26,9 @@ def llm_config(cfg: EngineConfig) -> Any:
     except ImportError as e:  # pragma: no cover - depends on the install
         raise RuntimeError("the vllm engine needs `pip install 'conductor[gpu]'` (vllm + ray[llm]) on a GPU "
                            "machine") from e
-    res = cfg.resources
-    deployment: dict[str, Any] = {"max_ongoing_requests": res.max_ongoing_requests}
-    if res.num_replicas:
-        deployment["num_replicas"] = res.num_replicas
-    else:
-        deployment["autoscaling_config"] = {"min_replicas": res.autoscaling.min_replicas,
-                                            "max_replicas": res.autoscaling.max_replicas,
-                                            "target_ongoing_requests": res.autoscaling.target_ongoing_requests}
+    # Ray's LLM builder sets the actor resources and name itself; the rest is our one mapping.
+    deployment = {k: v for k, v in cfg.resources.serve_options("unused").items()
+                  if k in ("num_replicas", "autoscaling_config", "max_ongoing_requests")}
     engine_kwargs = {"max_model_len": cfg.context_length, **cfg.options.get("engine_kwargs", {})}
     if cfg.dtype != "auto":
         engine_kwargs.setdefault("dtype", cfg.dtype)
@@ -57,17 +52,21 @@ def build_vllm_app(cfg: EngineConfig) -> Any:
 
 
 class VLLMEngine(OpenAIEngine):
-    """The gateway's view of a vllm backend: Ray's OpenAI app on the same Serve proxy."""
+    """The gateway's view of a vllm backend: Ray's OpenAI app on the same Serve proxy. The gateway sets
+    `mount_key` (its internal key) before start(): the mount is internal (deployments/mount_guard.py)."""
+
+    mount_key: str | None = None
 
     async def start(self) -> None:
         base = self.config.options.get("serve_base_url", "http://127.0.0.1:8000")
         self.config = self.config.model_copy(update={
             "base_url": f"{base.rstrip('/')}{route_prefix(self.config.name)}/v1",
             "model": self.config.name,  # LLMConfig's model_id
-            # The mount is internal (deployments/mount_guard.py): the gateway replica's own key reaches it.
-            "api_key_env": self.config.api_key_env or "CONDUCTOR_API_KEY",
         })
         await super().start()
+
+    def api_key(self) -> str | None:
+        return self.mount_key or super().api_key()
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         raise EngineError(400, "use the embeddings deployment for embeddings", "invalid_request_error")

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any
 
-from apps.agent.local_llm import json_http_server
+from apps.agent.local_chat_server import json_http_server
 
 
 class ScriptedChatServer:

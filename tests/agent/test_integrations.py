@@ -9,7 +9,7 @@ from cluster.config import ConductorConfig
 
 
 def test_search_documents_uses_the_rag_app(tmp_path, monkeypatch):
-    rag = pytest.importorskip("apps.rag.service")
+    rag = pytest.importorskip("apps.rag.library")
     monkeypatch.delenv("CONDUCTOR_BASE_URL", raising=False)  # in-process path, not the served app
     docs = tmp_path / "docs"
     docs.mkdir()

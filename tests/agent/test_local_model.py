@@ -1,6 +1,6 @@
 """End to end with the packaged local model (SmolLM2-135M via llama.cpp) under constrained decoding.
 
-The model sits behind a loopback OpenAI-compatible endpoint (apps.agent.local_llm), so the agent talks HTTP to
+The model sits behind a loopback OpenAI-compatible endpoint (apps.agent.local_chat_server), so the agent talks HTTP to
 it exactly as it talks to the gateway; the served-stack variant is in test_served.py.
 """
 
@@ -12,7 +12,7 @@ import pytest
 
 from apps.agent import build_runner
 from apps.agent.agents import AgentSpec, default_agents
-from apps.agent.llm import ChatModel
+from apps.agent.chat_model import ChatModel
 from cluster.config import ConductorConfig
 
 pytest.importorskip("xllamacpp")
@@ -20,7 +20,7 @@ pytest.importorskip("xllamacpp")
 
 @pytest.fixture(scope="module")
 def local_llm():
-    from apps.agent.local_llm import LocalChatServer
+    from apps.agent.local_chat_server import LocalChatServer
     from deployments.packaged import PackagedModelMissing
 
     try:

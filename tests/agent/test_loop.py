@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from apps.agent.agents import AgentSpec, default_agents
 from apps.agent.builtin import builtin_registry
-from apps.agent.llm import ChatModel
+from apps.agent.chat_model import ChatModel
 from apps.agent.loop import AgentRunner
 from apps.agent.tools import Tool, ToolError
 from apps.agent.trace import TraceStore

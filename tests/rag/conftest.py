@@ -89,7 +89,7 @@ def rag_config(tmp_path):
 
 @pytest.fixture
 def service(rag_config, minilm):
-    from apps.rag.service import RagService
+    from apps.rag.library import RagService
 
     svc = RagService(rag_config, embedder=minilm)
     yield svc

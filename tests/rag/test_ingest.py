@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from apps.rag.retrieval import SearchParams
-from apps.rag.service import RagError, RagService
+from apps.rag.library import RagError, RagService
 from tests.rag.conftest import make_pdf
 
 

@@ -84,7 +84,7 @@ def test_transformers_engine_constrains_json_and_tool_calls(tmp_path):
 
     import jsonschema
 
-    from deployments.llm import LLMServer
+    from deployments.llm_server import LLMServer
     from tests.serving.tiny_hf import make_tiny_llama
 
     d = make_tiny_llama(tmp_path / "tiny", context=2048)

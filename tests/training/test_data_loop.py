@@ -10,8 +10,8 @@ import torch
 
 from training import data as data_mod
 from training.config import ConfigError, TrainConfig, apply_overrides, fit_to_workers, preset
-from training.loop import local_reporter, lr_at, run_loop
-from training.train import prepare_run, read_metrics
+from training.worker_loop import local_reporter, lr_at, run_loop
+from training.ray_trainer import prepare_run, read_metrics
 
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 40
 

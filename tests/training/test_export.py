@@ -10,9 +10,9 @@ import torch
 
 from training.config import preset
 from training.export import export_hf, verify_export
-from training.loop import local_reporter, run_loop
+from training.worker_loop import local_reporter, run_loop
 from training.sample import generate_text, load_checkpoint
-from training.train import prepare_run
+from training.ray_trainer import prepare_run
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from training.config import preset
-from training.loop import load_state, local_reporter, run_loop
-from training.train import fit, prepare_run, read_metrics
+from training.worker_loop import load_state, local_reporter, run_loop
+from training.ray_trainer import fit, prepare_run, read_metrics
 
 # float32 all-reduce (gloo sums the two halves) vs one process summing micro-batches: rounding only.
 PARAM_ATOL = 2e-5

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from training.config import ConfigError, preset
-from training.loop import local_reporter, run_loop
-from training.train import prepare_run
+from training.worker_loop import local_reporter, run_loop
+from training.ray_trainer import prepare_run
 from training import ui
 
 

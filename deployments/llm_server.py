@@ -16,17 +16,10 @@ from typing import Any
 from ray import serve
 
 from cluster.config import EngineConfig
-from deployments.engines.base import Engine, EngineError, engine_class
+from deployments.engines.base import ChatCompletion, Engine, EngineFailure, StreamItem, engine_class
 from deployments.engines.tool_calls import ToolPlan, plan_for
 
 _END = object()
-
-
-def error_dict(e: Exception) -> dict[str, Any]:
-    """Errors cross the handle as data (not pickled exceptions), so the gateway can map them to HTTP statuses."""
-    if isinstance(e, EngineError):
-        return {"error": {"status": e.status, "message": e.message, "type": e.type}}
-    return {"error": {"status": 500, "message": f"{type(e).__name__}: {e}", "type": "server_error"}}
 
 
 class LLMServer:
@@ -49,43 +42,43 @@ class LLMServer:
     def _tool_plan(self, request: dict[str, Any]) -> ToolPlan | None:
         return None if self.engine.native_tool_calls else plan_for(request)
 
-    async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def chat(self, request: dict[str, Any]) -> ChatCompletion | EngineFailure:
         try:
             plan = self._tool_plan(request)
             if plan is not None:
                 return plan.finish(await self.engine.chat(plan.engine_request))
             return await self.engine.chat(request)
         except Exception as e:
-            return error_dict(e)
+            return EngineFailure.of(e)
 
-    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def complete(self, request: dict[str, Any]) -> ChatCompletion | EngineFailure:
         try:
             return await self.engine.complete(request)
         except Exception as e:
-            return error_dict(e)
+            return EngineFailure.of(e)
 
-    async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]]]:
+    async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[list[StreamItem]]:
         plan = self._tool_plan(request)
         chunks = self.engine.chat_stream(request if plan is None else plan.engine_request)
         async for batch in coalesce(chunks if plan is None else plan.stream(chunks), self.stream_interval_s):
             yield batch
 
-    async def complete_stream(self, request: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]]]:
+    async def complete_stream(self, request: dict[str, Any]) -> AsyncIterator[list[StreamItem]]:
         async for batch in coalesce(self.engine.complete_stream(request), self.stream_interval_s):
             yield batch
 
-    async def embed(self, texts: list[str]) -> dict[str, Any] | list[list[float]]:
+    async def embed(self, texts: list[str]) -> list[list[float]] | EngineFailure:
         try:
             return await self.engine.embed(texts)
         except Exception as e:
-            return error_dict(e)
+            return EngineFailure.of(e)
 
-    async def health(self) -> dict[str, Any]:
+    async def health(self) -> EngineFailure | None:
         try:
             await self.engine.check_health()
-            return {"ok": True}
+            return None
         except Exception as e:
-            return error_dict(e)
+            return EngineFailure.of(e)
 
     async def stats(self) -> dict[str, Any]:
         return {**self.engine.stats(), "pid": os.getpid()}
@@ -101,8 +94,8 @@ def _run_catching(coro: Any, errors: list[BaseException]) -> None:
         errors.append(e)
 
 
-async def coalesce(stream: Any, min_interval_s: float = 0.0) -> AsyncIterator[list[dict[str, Any]]]:
-    """Yield lists of whatever chunks are ready; an engine error becomes a final [{"error": ...}] item.
+async def coalesce(stream: Any, min_interval_s: float = 0.0) -> AsyncIterator[list[StreamItem]]:
+    """Yield lists of whatever chunks are ready; an engine error becomes a final EngineFailure item.
     The first batch goes out at once (time to first token); later ones at most every `min_interval_s`."""
     queue: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -111,7 +104,7 @@ async def coalesce(stream: Any, min_interval_s: float = 0.0) -> AsyncIterator[li
             async for chunk in stream:
                 queue.put_nowait(chunk)
         except Exception as e:
-            queue.put_nowait(error_dict(e))
+            queue.put_nowait(EngineFailure.of(e))
         finally:
             queue.put_nowait(_END)
 

@@ -6,12 +6,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from deployments.openai_http import APIStatusError, OpenAIHTTP, api_path
 
 
 class ModelError(RuntimeError):
@@ -29,16 +30,16 @@ class ModelReply:
 
 
 class ChatModel:
-    def __init__(self, base_url: str | None = None, api_key: str | None = None, model: str | None = None,
-                 timeout: float = 120.0):
-        base = (base_url or os.environ.get("CONDUCTOR_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
-        self.url = base + ("/chat/completions" if base.endswith("/v1") else "/v1/chat/completions")
-        key = api_key if api_key is not None else os.environ.get("CONDUCTOR_API_KEY")
+    """Whole (not streamed) chat completions for the loop. A plain OpenAI client: it says nothing about who the
+    run is for, because the chat API may be a third party's."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, model: str | None = None, timeout: float = 120.0):
+        self._api = OpenAIHTTP(base_url, api_key, timeout)
+        self.url = self._api.base_url + api_path(self._api.base_url, "/v1/chat/completions")
         self.model = model
-        self._http = httpx.Client(headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=timeout)
 
     def close(self) -> None:
-        self._http.close()
+        self._api.close()
 
     def complete(self, messages: list[dict[str, Any]], timeout: float | None = None, **params: Any) -> ModelReply:
         body = {"messages": messages, **{k: v for k, v in params.items() if v is not None}}
@@ -46,28 +47,21 @@ class ChatModel:
             body["model"] = self.model
         start = time.perf_counter()
         try:
-            r = self._http.post(self.url, json=body, timeout=timeout or self._http.timeout)
+            data = self._api.post_json("/v1/chat/completions", body, **({"timeout": timeout} if timeout else {}))
+        except APIStatusError as e:
+            raise ModelError(f"chat API answered HTTP {e.status}: {e.message}") from None
         except httpx.HTTPError as e:
             raise ModelError(f"chat API unreachable at {self.url}: {type(e).__name__}: {e}") from None
+        except ValueError:
+            raise ModelError("chat API returned something that is not JSON") from None
         ms = (time.perf_counter() - start) * 1000
-        if r.status_code >= 400:
-            raise ModelError(f"chat API answered HTTP {r.status_code}: {_error_text(r)}")
         try:
-            data = r.json()
             msg = data["choices"][0]["message"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise ModelError(f"chat API returned something that is not a chat completion: {r.text[:200]}") from None
+        except (KeyError, IndexError, TypeError):
+            raise ModelError(f"chat API returned something that is not a chat completion: {str(data)[:200]}") from None
         usage = data.get("usage") or {}
         return ModelReply(
             content=msg.get("content"), tool_calls=list(msg.get("tool_calls") or []),
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             duration_ms=ms, finish_reason=data["choices"][0].get("finish_reason"))
-
-
-def _error_text(r: httpx.Response) -> str:
-    try:
-        err = r.json().get("error")
-        return (err.get("message") if isinstance(err, dict) else str(err)) or r.text[:300]
-    except (ValueError, AttributeError):
-        return r.text[:300]

@@ -228,14 +228,7 @@ async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[
                     yield sse(error_body(f"the backend failed mid-stream: {err.message}", err.type, "stream_failed"))
                     return
                 out = []
-                for chunk in batch:
-                    if "error" in chunk and "choices" not in chunk:
-                        err = chunk["error"]
-                        await gw.router.stream_failed(model, backend, endpoint, EngineError(
-                            int(err.get("status", 500)), err.get("message", "backend error")))
-                        out.append(sse(error_body(err.get("message", "backend error"),
-                                                  err.get("type", "server_error"))))
-                        continue
+                for chunk in batch:  # OpenAI chunks only: backends raise their typed failures (router.py)
                     chunk["model"] = mid
                     conform(chunk, endpoint)
                     if chunk.get("usage"):
@@ -288,7 +281,7 @@ async def embeddings_response(gw: Any, parsed: EmbeddingRequest) -> Response:
         raise APIError(400, f"input has {len(texts)} items; the limit is {cfg.max_inputs}", param="input")
     t0 = time.perf_counter()
     result = await gw.embedder.embed.remote(texts)
-    vecs, tokens = np.asarray(result["vectors"], dtype=np.float32), int(result["tokens"])
+    vecs, tokens = np.asarray(result.vectors, dtype=np.float32), int(result.tokens)
     if parsed.dimensions is not None and vecs.shape[-1] != parsed.dimensions:
         raise APIError(400, f"model {cfg.id!r} makes {vecs.shape[-1]}-dimensional embeddings; it cannot return "
                             f"{parsed.dimensions}", param="dimensions")

@@ -1,6 +1,6 @@
 """The training loop one worker runs: plain PyTorch, with DDP when world_size > 1.
 
-Ray Train calls it through `training.train.ray_worker_loop`; tests and `training/gpu_bench.py` call `run_loop`
+Ray Train calls it through `training.ray_trainer.ray_worker_loop`; tests and `training/gpu_bench.py` call `run_loop`
 directly with world_size 1, so the same code is exercised with and without Ray. Every step's metrics go to
 `metrics.jsonl` in the run dir (rank 0 only), which is what the progress bar and the UI's live curves read.
 """

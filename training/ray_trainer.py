@@ -1,4 +1,4 @@
-"""Distributed training with Ray Train: `TorchTrainer` runs `training.loop.run_loop` on N workers (DDP).
+"""Distributed training with Ray Train: `TorchTrainer` runs `training.worker_loop.run_loop` on N workers (DDP).
 
 gloo on CPU, NCCL on GPU. Checkpoints are reported to Ray Train (`storage_path` = the runs dir), which keeps them
 and hands the latest back after a worker dies (`FailureConfig`), so the run resumes where it left off; a new run
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from training.config import TrainConfig
-from training.loop import STATE_FILE
+from training.worker_loop import STATE_FILE
 
 
 @dataclass
@@ -106,7 +106,7 @@ def ray_worker_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from training.loop import run_loop
+    from training.worker_loop import run_loop
 
     if config.get("threads"):
         import torch

@@ -46,7 +46,7 @@ class RagService:
         if self._client is None:
             from apps.client import ConductorClient
 
-            self._client = ConductorClient()
+            self._client = ConductorClient.for_config(self.config)
         return self._client
 
     @property
