@@ -278,6 +278,29 @@ class AgentSandboxConfig(_Strict):
     max_processes: int = Field(16, ge=1, description="RLIMIT_NPROC for the unprivileged sandbox user.")
 
 
+class MCPServerConfig(_Strict):
+    """An external MCP server whose tools agents may use (apps/agent/mcp_client.py): a command (stdio) or a URL."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,30}$",
+                      description="Namespace of its tools: `name__tool` (written `name.tool` in patterns).")
+    command: list[str] | None = Field(None, min_length=1, description="stdio: argv of the server process.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the stdio process "
+                                "(it gets no credential of Conductor's).")
+    url: str | None = Field(None, pattern=r"^https?://", description="Streamable HTTP endpoint.")
+    bearer_token_env: str | None = Field(None, description="Env var holding a bearer token for the URL.")
+    allow: list[str] = Field(default_factory=list, description="Only these of its tools (glob patterns); [] all.")
+    deny: list[str] = Field(default_factory=list, description="Never these of its tools (glob patterns).")
+    dangerous: bool | list[str] = Field(False, description="Tools (or all: true) that need a person's approval.")
+    timeout_s: float = Field(30.0, gt=0, le=600, description="Per call.")
+    startup_timeout_s: float = Field(20.0, gt=0, le=300, description="To start and list its tools.")
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> "MCPServerConfig":
+        if (self.command is None) == (self.url is None):
+            raise ValueError(f"MCP server {self.name!r}: give exactly one of `command` (stdio) or `url` (HTTP)")
+        return self
+
+
 class AgentDefinition(_Strict):
     """An agent declared in config (added to, or replacing by name, the built-in ones in apps/agent/agents.py)."""
 
@@ -287,6 +310,9 @@ class AgentDefinition(_Strict):
     handoffs: list[str] = Field(default_factory=list, description="Agents it may hand the conversation to.")
     agent_tools: list[str] = Field(default_factory=list, description="Agents it may consult as tools.")
     description: str = Field("", description="Shown to other agents that can hand off to / consult it.")
+    mcp_tools: list[str] = Field(default_factory=list, description="MCP tools it may call, as patterns "
+                                 "`server.tool` / `server.*` over agent.mcp_servers.")
+    mcp_deny: list[str] = Field(default_factory=list, description="MCP tools it may not call (patterns).")
 
 
 class AgentConfig(_Strict):
@@ -311,8 +337,22 @@ class AgentConfig(_Strict):
     rag_collection: str = Field("default", description="Collection the search_documents tool searches.")
     sandbox: AgentSandboxConfig = Field(default_factory=AgentSandboxConfig)
     agents: list[AgentDefinition] = Field(default_factory=list, description="Extra or overriding agents.")
+    mcp_servers: list[MCPServerConfig] = Field(default_factory=list, description="External MCP servers.")
     resources: DeploymentResources = Field(default_factory=lambda: DeploymentResources(num_cpus=0.1))
     options: dict[str, Any] = Field(default_factory=dict, description="Free-form agent settings (see apps/agent).")
+
+    @model_validator(mode="after")
+    def _mcp_names(self) -> "AgentConfig":
+        names = [s.name for s in self.mcp_servers]
+        if len(names) != len(set(names)):
+            raise ValueError(f"agent.mcp_servers: names must be unique: {names}")
+        for a in self.agents:
+            for p in a.mcp_tools + a.mcp_deny:
+                server = p.replace("__", ".", 1).split(".", 1)[0]
+                if server != "*" and server not in names:
+                    raise ValueError(f"agent {a.name!r}: {p!r} names no configured MCP server (agent.mcp_servers: "
+                                     f"{names})")
+        return self
 
 
 class DetectiveConfig(_Strict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,11 +119,34 @@ def _extra_models(hosted, trained: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="session")
-def serve_stack(ray_cluster, hosted_apis, trained_export, tmp_path_factory):
+def scripted_chat():
+    """A scripted OpenAI chat API (tests/agent/scripted.py) served to the stack as model "scripted": the model's
+    turns are the one stand-in when a test needs an agent to call a given tool. Tests set `.turns`."""
+    from tests.agent.scripted import ScriptedChatServer
+
+    with ScriptedChatServer() as srv:
+        yield srv
+
+
+def _mcp_agent(tmp: Path) -> dict:
+    """A real external MCP server (tests/agent/mcp_servers.py over stdio) and an agent that may use its forecast."""
+    root = Path(__file__).resolve().parents[1]
+    return {"mcp_servers": [{"name": "weather", "command": [sys.executable, "-m", "tests.agent.mcp_servers"],
+                             "env": {"PYTHONPATH": str(root), "MCP_CALL_LOG": str(tmp / "mcp-calls.jsonl")}}],
+            "agents": [{"name": "forecaster", "instructions": "Answer weather questions with the weather tools.",
+                        "mcp_tools": ["weather.forecast"]}]}
+
+
+@pytest.fixture(scope="session")
+def serve_stack(ray_cluster, hosted_apis, trained_export, scripted_chat, tmp_path_factory):
     """The full Conductor stack (gateway + LLM + embedder + apps) on a free port. Yields tests.stack.Stack."""
     from tests.stack import start_stack
 
-    stack = start_stack(tmp_path_factory.mktemp("stack"), port=free_port(), extra_models=_extra_models(hosted_apis, trained_export))
+    tmp = tmp_path_factory.mktemp("stack")
+    models = _extra_models(hosted_apis, trained_export) + [
+        {"id": "scripted", "backends": [{"name": "scripted-chat", "engine": "openai", "model": "scripted",
+                                         "base_url": scripted_chat.base_url + "/v1", "timeout_s": 30}]}]
+    stack = start_stack(tmp, port=free_port(), extra_models=models, agent_extra=_mcp_agent(tmp))
     try:
         yield stack
     finally:

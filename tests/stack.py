@@ -45,7 +45,8 @@ class Stack:
             pass
 
 
-def test_config(tmp: Path, port: int, extra_models: list[dict] | None = None) -> ConductorConfig:
+def test_config(tmp: Path, port: int, extra_models: list[dict] | None = None,
+                agent_extra: dict | None = None) -> ConductorConfig:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUCTOR__")}
     env.update({
         "CONDUCTOR__SERVER__PORT": str(port),
@@ -63,16 +64,18 @@ def test_config(tmp: Path, port: int, extra_models: list[dict] | None = None) ->
     data = cfg.model_dump()
     data["breaker"] = {"failure_threshold": 1, "cooldown_s": 3.0}
     data["models"].extend(extra_models or [])
+    data["agent"].update(agent_extra or {})
     return ConductorConfig.model_validate(data)
 
 
-def start_stack(tmp: Path, port: int, extra_models: list[dict] | None = None, only: list[str] | None = None) -> Stack:
+def start_stack(tmp: Path, port: int, extra_models: list[dict] | None = None, only: list[str] | None = None,
+                agent_extra: dict | None = None) -> Stack:
     from cluster.serve_app import deploy
 
     os.environ["CONDUCTOR_API_KEYS"] = f"tester:{API_KEY},other:{OTHER_KEY}"
     os.environ["CONDUCTOR_API_KEY"] = API_KEY
     os.environ["CONDUCTOR_BASE_URL"] = f"http://127.0.0.1:{port}"
-    cfg = test_config(tmp, port, extra_models)
+    cfg = test_config(tmp, port, extra_models, agent_extra)
     apps = deploy(cfg, only=only)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 240

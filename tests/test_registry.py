@@ -14,9 +14,9 @@ PLUGIN = "tests.plugins.toy_app"
 
 def test_builtins_are_declared_through_the_registry():
     names = [d.name for d in app_registry()]
-    assert names == ["gateway", "rag", "agent", "video", "detective", "training"]
+    assert names == ["gateway", "rag", "agent", "mcp", "video", "detective", "training"]
     commands = {c for d in app_registry() for c in d.commands}
-    assert {"rag", "agent", "video", "detect", "train", "sample", "export"} <= commands
+    assert {"rag", "agent", "mcp", "video", "detect", "train", "sample", "export"} <= commands
 
 
 def test_a_plugin_app_is_added_after_the_builtins_and_clashes_are_refused(monkeypatch):

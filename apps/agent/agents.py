@@ -21,6 +21,8 @@ class AgentSpec:
     handoffs: list[str] = field(default_factory=list)  # agents this one may transfer the conversation to
     agent_tools: list[str] = field(default_factory=list)  # agents this one may consult and get an answer from
     description: str = ""
+    mcp_tools: list[str] = field(default_factory=list)  # patterns of MCP tools it may call ("server.*")
+    mcp_deny: list[str] = field(default_factory=list)  # ...and of those it may not
 
 
 class HandoffArgs(BaseModel):
@@ -72,7 +74,7 @@ def configured_agents(definitions: list) -> dict[str, AgentSpec]:
     agents = default_agents()
     for d in definitions:
         agents[d.name] = AgentSpec(d.name, d.instructions, list(d.tools), list(d.handoffs), list(d.agent_tools),
-                                   d.description)
+                                   d.description, list(d.mcp_tools), list(d.mcp_deny))
     return agents
 
 

@@ -226,4 +226,9 @@ def builtin_registry(config: Any = None, file_roots: list[str] | None = None,
     reg.register(Tool("python", "Run a Python script in a sandbox (no network, limited CPU/memory/time); "
                       "returns stdout/stderr.", PythonArgs, python, dangerous=True,
                       timeout_s=limits.wall_s + 10))
+    servers = list(getattr(agent_cfg, "mcp_servers", None) or [])
+    if servers:
+        from apps.agent.mcp_client import MCPToolProvider
+
+        reg.add_provider(MCPToolProvider(servers, reg))
     return reg

@@ -185,6 +185,7 @@ class AgentRunner:
     # --- tools -----------------------------------------------------------------------------------------------
     def tools_for(self, agent: AgentSpec) -> list[Tool]:
         tools = [t for n in agent.tools if (t := self.registry.get(n)) is not None]
+        tools += self.registry.provided(agent.mcp_tools, agent.mcp_deny)  # MCP servers' tools (apps/agent/mcp_client.py)
         tools += [handoff_tool(self.agents[n]) for n in agent.handoffs]
         tools += [ask_tool(self.agents[n]) for n in agent.agent_tools]
         return tools

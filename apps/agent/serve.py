@@ -86,12 +86,30 @@ async def _stream(work: Callable[[Callable[[dict], None]], Any]) -> AsyncIterato
 
 def create_app(config: ConductorConfig, runner_factory: Callable[[str | None], Any]) -> Any:
     """The FastAPI app (testable without Serve). `runner_factory(model)` builds an AgentRunner."""
+    from contextlib import asynccontextmanager
+
     from fastapi import FastAPI
 
     from apps.common import install_common
 
-    app = FastAPI(title="Conductor agent")
+    @asynccontextmanager
+    async def lifespan(_: Any) -> Any:
+        yield
+        runner_factory(None).registry.close()  # stops the MCP servers this replica started
+
+    app = FastAPI(title="Conductor agent", lifespan=lifespan)
     install_common(app, config)
+
+    @app.get("/mcp")
+    def mcp_servers(connect: bool = False) -> dict[str, Any]:
+        """The configured MCP servers, their tools and state; `connect=true` starts those not yet started."""
+        registry = runner_factory(None).registry
+        servers = []
+        for provider in registry.providers:
+            if connect:
+                provider.connect_all()
+            servers += provider.status()
+        return {"servers": servers}
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -36,15 +36,19 @@ class ToolError(Exception):
 class Tool:
     name: str
     description: str
-    args_model: type[BaseModel]
+    args_model: type[BaseModel] | None  # None: `schema` describes the arguments (an MCP server's tool)
     fn: Callable[..., Any]
     # Dangerous tools (code execution, anything that writes) never run without a person's approval.
     dangerous: bool = False
     timeout_s: float = 30.0
     retries: int = 0  # extra attempts after a retryable ToolError or an unexpected exception
     retry_backoff_s: float = 0.2
+    schema: dict[str, Any] | None = None  # a JSON schema for tools declared elsewhere; `fn` gets the dict
 
     def json_schema(self) -> dict[str, Any]:
+        if self.schema is not None:
+            return self.schema
+        assert self.args_model is not None
         schema = self.args_model.model_json_schema()
         schema.pop("title", None)
         for prop in schema.get("properties", {}).values():
@@ -105,21 +109,35 @@ def _run_with_timeout(fn: Callable[[], Any], timeout_s: float) -> Any:
     raise value
 
 
+def _check_schema(name: str, schema: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+    """Validate arguments against a JSON schema (jsonschema, draft 2020-12): ToolError listing what is wrong."""
+    from jsonschema import Draft202012Validator
+
+    errors = sorted(Draft202012Validator(schema).iter_errors(args), key=lambda e: list(e.absolute_path))
+    if errors:
+        problems = "; ".join(f"{'.'.join(map(str, e.absolute_path)) or 'args'}: {e.message}" for e in errors[:5])
+        raise ToolError(f"invalid arguments for {name}: {problems}")
+    return args
+
+
 class ToolRegistry:
     """Named tools. An agent sees a subset (its allow-list); the registry itself never changes during a run."""
 
     def __init__(self, tools: list[Tool] | None = None, max_output_chars: int = 4000):
         self._tools: dict[str, Tool] = {}
+        self.providers: list[Any] = []
+        self._lock = threading.Lock()  # providers register while other runs read
         self.max_output_chars = max_output_chars
         for t in tools or []:
             self.register(t)
 
     def register(self, tool: Tool) -> Tool:
-        if not tool.name.replace("_", "").isalnum():
-            raise ValueError(f"tool name {tool.name!r} must be letters, digits and underscores")
-        if tool.name in self._tools:
-            raise ValueError(f"tool {tool.name!r} is already registered")
-        self._tools[tool.name] = tool
+        if not tool.name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"tool name {tool.name!r} must be letters, digits, '-' and '_'")
+        with self._lock:
+            if tool.name in self._tools:
+                raise ValueError(f"tool {tool.name!r} is already registered")
+            self._tools = {**self._tools, tool.name: tool}  # readers keep the dict they had
         return tool
 
     def get(self, name: str) -> Tool | None:
@@ -138,11 +156,25 @@ class ToolRegistry:
             raise ToolError(f"unknown tool {name!r}; available tools: {', '.join(self.names())}")
         if not isinstance(args, dict):
             raise ToolError(f"arguments for {name} must be a JSON object, got {type(args).__name__}")
+        if tool.args_model is None:
+            return _check_schema(name, tool.schema or {"type": "object"}, args)
         try:
             return tool.args_model.model_validate(args)
         except ValidationError as e:
             problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'args'}: {err['msg']}" for err in e.errors())
             raise ToolError(f"invalid arguments for {name}: {problems}") from None
+
+    def add_provider(self, provider: Any) -> None:
+        """Tools that appear when first asked for (an MCP server's): `provider.tools(patterns, deny)`."""
+        self.providers.append(provider)
+
+    def provided(self, patterns: list[str], deny: list[str]) -> list[Tool]:
+        """The providers' tools matching an agent's patterns (connecting to their sources on first use)."""
+        return [t for p in self.providers for t in p.tools(patterns, deny)] if patterns else []
+
+    def close(self) -> None:
+        for p in self.providers:
+            p.close()
 
     def call(self, name: str, args: Any) -> ToolResult:
         """Validate, run with timeout and retries, cap the output. Never raises."""

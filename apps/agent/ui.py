@@ -131,3 +131,28 @@ def build_tab(ctx) -> None:
     reject.click(decide(False), [chat, state], [chat, state, status])
     refresh.click(list_runs, None, runs)
     show.click(get_trace, run_id, trace)
+    _mcp_section(client)
+
+
+def mcp_rows(servers: list[dict]) -> list[list]:
+    """One row per configured MCP server: how it is reached, whether it is connected, its tools or its error."""
+    return [[s["name"], s["transport"], "yes" if s["connected"] else "no", ", ".join(s.get("tools") or []) or "-",
+             s.get("error") or "; ".join(f"{k}: {v}" for k, v in (s.get("refused") or {}).items()) or ""]
+            for s in servers]
+
+
+def _mcp_section(client) -> None:
+    import gradio as gr
+
+    with gr.Accordion("MCP servers", open=False):
+        connect = gr.Button("Connect and list tools", elem_id="agent-mcp-connect")
+        table = gr.Dataframe(headers=["server", "transport", "connected", "tools", "error"], interactive=False,
+                             elem_id="agent-mcp")
+
+    def load():
+        try:
+            return mcp_rows(client.request("GET", f"{PREFIX}/mcp", params={"connect": "true"})["servers"])
+        except Exception as e:  # noqa: BLE001 - shown in the tab
+            return [["(error)", "", "", "", getattr(e, "message", str(e))]]
+
+    connect.click(load, None, table)

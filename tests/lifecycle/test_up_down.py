@@ -209,3 +209,16 @@ def test_down_stops_everything(env):
     assert r.returncode == 0, r.stderr[-2000:]
     r = subprocess.run([CONDUCTOR, "status"], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "no Conductor cluster" in r.stderr
+
+
+def test_the_readme_mcp_example_runs_against_a_keyless_server(env):
+    """The README's MCP client block, as written (only the port is this server's): loopback, no keys."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "127.0.0.1:8000/mcp" in b]
+    code = block.replace("127.0.0.1:8000", f"127.0.0.1:{env['CONDUCTOR__SERVER__PORT']}")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={k: v for k, v in env.items() if not k.startswith("_")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == "396"
