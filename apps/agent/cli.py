@@ -75,7 +75,8 @@ def _tools(config, local: bool):  # type: ignore[no-untyped-def]
 @click.option("--max-steps", type=click.IntRange(1, 100), default=None, help="Step limit of the run.")
 @click.option("--yes", "approve_all", is_flag=True, help="Approve dangerous tools (the Python sandbox) up front.")
 @click.option("--local", is_flag=True, help="Run the packaged SmolLM2 in-process instead of calling a server.")
-@click.option("--resume", "resume_id", default=None, help="Continue a run that is waiting for approval.")
+@click.option("--resume", "resume_id", default=None,
+              help="Continue a run: one waiting for approval (with --approve/--reject) or one interrupted mid-run.")
 @click.option("--approve/--reject", "approve", default=None, help="With --resume: decision for the pending calls.")
 @click.option("--config", "config_path", default=None, help="Config file (default: cluster/conductor.yaml).")
 def agent(task, agent_name, as_json, base_url, api_key, model, mode, max_steps, approve_all, local, resume_id,
@@ -86,8 +87,6 @@ def agent(task, agent_name, as_json, base_url, api_key, model, mode, max_steps, 
 
     if resume_id is None and not (task and task.strip()):
         raise click.UsageError("give a TASK (or --resume RUN_ID --approve/--reject)")
-    if resume_id is not None and approve is None:
-        raise click.UsageError("--resume needs --approve or --reject")
     try:
         config = load_config(config_path)
     except ValueError as e:
@@ -98,7 +97,9 @@ def agent(task, agent_name, as_json, base_url, api_key, model, mode, max_steps, 
                               registry=_tools(config, local), **overrides)
         listener = None if as_json else _print_step
         try:
-            if resume_id:
+            if resume_id and approve is None:  # a run interrupted mid-run: continue from its last step
+                trace = runner.resume_interrupted(resume_id, on_event=listener)
+            elif resume_id:
                 trace = runner.store.get(resume_id)
                 trace = runner.resume(trace, {p.id: approve for p in trace.pending}, on_event=listener)
             else:

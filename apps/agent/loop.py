@@ -18,6 +18,7 @@ from typing import Any
 from apps.agent import protocol as P
 from apps.agent.agents import ASK_PREFIX, HANDOFF_PREFIX, AgentSpec, ask_tool, check_agents, handoff_tool
 from apps.agent.chat_model import ChatModel, ModelError
+from apps.agent.durable import driving, interruption
 from apps.agent.tools import Tool, ToolRegistry
 from apps.agent.trace import CallRecord, PendingCall, Step, Trace, TraceStore
 from apps.client import acting_for
@@ -54,8 +55,32 @@ class AgentRunner:
                        "results": {}, "tokens": 0, "elapsed_s": 0.0, "model_steps": 0, "force_final": False,
                        "auto_approve": sorted(auto_approve or [])}
         _emit(on_event, {"type": "run", "run_id": trace.run_id, "agent": name, "task": task, "mode": trace.mode})
-        with acting_for(trace.owner):  # its tools reach other apps (RAG, video) as the run's owner
+        with acting_for(trace.owner), driving(trace):  # its tools reach other apps (RAG, video) as its owner
+            self._checkpoint(trace)
             return self._drive(trace, on_event)
+
+    def resume_interrupted(self, trace: Trace | str, on_event: Event | None = None) -> Trace:
+        """Continue a run whose process died mid-run, from its last completed step (apps/agent/durable.py)."""
+        if isinstance(trace, str):
+            if self.store is None:
+                raise KeyError("no trace store configured")
+            trace = self.store.get(trace)
+        why = interruption(trace)
+        if why:
+            raise ValueError(why)
+        st = trace.state
+        st.pop("pending_calls", None)  # of the step that did not complete: its model turn is asked again
+        note = f"resumed after an interruption, from step {len(trace.steps)}"
+        self._record(trace, Step(index=len(trace.steps), agent=st["agent"], kind="resume", note=note), on_event)
+        _emit(on_event, {"type": "run", "run_id": trace.run_id, "agent": st["agent"], "task": trace.task,
+                         "mode": trace.mode, "resumed": True})
+        with acting_for(trace.owner), driving(trace):
+            return self._drive(trace, on_event)
+
+    def _checkpoint(self, trace: Trace) -> None:
+        """Persist the run after a completed step, so a run whose process dies resumes from here."""
+        if self.store is not None:
+            self.store.save(trace)
 
     def resume(self, trace: Trace | str, decisions: dict[str, bool], on_event: Event | None = None) -> Trace:
         """Apply approve (True) / reject (False) to every pending call, then continue the run."""
@@ -89,7 +114,7 @@ class AgentRunner:
         st["messages"] += P.observation_messages(trace.mode, obs)
         trace.pending, trace.status = [], "running"
         st["elapsed_s"] += time.perf_counter() - start
-        with acting_for(trace.owner):  # its tools reach other apps (RAG, video) as the run's owner
+        with acting_for(trace.owner), driving(trace):  # its tools reach other apps (RAG, video) as its owner
             return self._drive(trace, on_event)
 
     # --- the loop --------------------------------------------------------------------------------------------
@@ -114,6 +139,8 @@ class AgentRunner:
             outcome = self._handle_calls(trace, step, depth, on_event)
             if outcome:
                 return self._stop(trace, outcome[0], outcome[1], on_event, depth)
+            if depth == 0:
+                self._checkpoint(trace)
 
     def _budget_exceeded(self, st: dict[str, Any]) -> tuple[str, str] | None:
         if st["model_steps"] >= self.cfg.max_steps:

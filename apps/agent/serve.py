@@ -32,6 +32,11 @@ class RunRequest(BaseModel):
     stream: bool = Field(True, description="Server-sent events of each step, or one JSON trace at the end.")
 
 
+class ResumeRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+    stream: bool = Field(True, description="Stream the continued run's events (SSE).")
+
+
 class ApprovalRequest(BaseModel):
     approve: bool | None = Field(None, description="One decision for every pending call.")
     decisions: dict[str, bool] | None = Field(None, description="Per call id: true approves, false rejects.")
@@ -217,6 +222,25 @@ def _approval_route(app: Any, config: ConductorConfig, runner_factory: Callable[
                 return runner.resume(trace, decisions, on_event=emit)
             finally:
                 resuming.discard(run_id)
+                runner.model.close()
+
+        return _respond(work, req.stream)
+
+    @app.post("/runs/{run_id}/resume")
+    def resume(run_id: str, req: ResumeRequest, request: Request) -> Any:
+        """Continue a run interrupted mid-run (its replica died, the server restarted) from its last step."""
+        from apps.agent.durable import interruption
+
+        runner = runner_factory(None)
+        trace = _owned(config, runner, run_id, request)
+        why = interruption(trace)
+        if why:
+            raise APIError(409, why)
+
+        def work(emit: Callable[[dict], None] | None = None) -> Any:
+            try:
+                return runner.resume_interrupted(trace, on_event=emit)
+            finally:
                 runner.model.close()
 
         return _respond(work, req.stream)

@@ -39,7 +39,7 @@ class Step(BaseModel):
     index: int = Field(description="Position in the run (0-based, across agents).")
     agent: str = Field(description="Agent that acted in this step.")
     depth: int = Field(0, description="0 for the top-level run; n for agents called as tools.")
-    kind: Literal["model", "handoff", "approval", "stop"] = Field("model")
+    kind: Literal["model", "handoff", "approval", "resume", "stop"] = Field("model")
     input_messages: int = Field(0, description="Messages sent to the model.")
     input_chars: int = Field(0, description="Characters sent to the model.")
     output: str | None = Field(None, description="Raw model output (text content).")

@@ -90,6 +90,7 @@ def build_tab(ctx) -> None:
                             interactive=False, elem_id="agent-runs")
         run_id = gr.Textbox(label="Run id", elem_id="agent-run-id")
         show = gr.Button("Show trace")
+        resume = gr.Button("Resume this run (interrupted mid-run)", elem_id="agent-resume")
         trace = gr.JSON(label="Trace", elem_id="agent-trace")
 
     def start(text: str, name: str, history: list, st: dict):
@@ -125,7 +126,19 @@ def build_tab(ctx) -> None:
             raise gr.Error("Give a run id.")
         return client.request("GET", f"{PREFIX}/runs/{rid.strip()}")
 
+    def resume_run(rid: str, history: list, st: dict):
+        if not rid.strip():
+            raise gr.Error("Give a run id.")
+        history = (history or []) + [{"role": "user", "content": f"↻ resume {rid.strip()}"}]
+        st = {}
+        try:
+            events = client.stream_sse(f"{PREFIX}/runs/{rid.strip()}/resume", {"stream": True})
+            yield from consume(events, history, st)
+        except Exception as e:  # noqa: BLE001 - e.g. 409: the run is not interrupted
+            yield history + [{"role": "assistant", "content": f"Error: {getattr(e, 'message', e)}"}], st, "error"
+
     run.click(start, [task, agent, chat, state], [chat, state, status])
+    resume.click(resume_run, [run_id, chat, state], [chat, state, status])
     task.submit(start, [task, agent, chat, state], [chat, state, status])
     approve.click(decide(True), [chat, state], [chat, state, status])
     reject.click(decide(False), [chat, state], [chat, state, status])

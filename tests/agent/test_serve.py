@@ -88,3 +88,25 @@ def test_model_down_streams_a_clean_stop(served):
     with client.stream("POST", "/runs", json={"task": "hi"}) as r:
         events = _events(r)
     assert events[-1]["type"] == "done" and events[-1]["stopped_reason"] == "error"
+
+
+def test_resume_route_continues_an_interrupted_run_and_refuses_others(served, tmp_path):
+    client, srv = served
+    store = TraceStore(tmp_path)
+    from apps.agent.trace import Trace
+
+    # A run its process left behind mid-run (the runner recorded is a pid that no longer exists).
+    dead = Trace(task="7*6?", agent="math", mode="react", state={
+        "agent": "math", "messages": [{"role": "system", "content": "Reply with JSON."},
+                                      {"role": "user", "content": "7*6?"}],
+        "sigs": [], "results": {}, "tokens": 0, "elapsed_s": 0.0, "model_steps": 0, "force_final": False,
+        "auto_approve": [], "runner": {"host": "elsewhere", "pid": 1}})
+    store.save(dead)
+    srv.turns += [react({"final_answer": "42"})]
+    r = client.post(f"/runs/{dead.run_id}/resume", json={"stream": False})
+    assert r.status_code == 200, r.text
+    assert r.json()["answer"] == "42" and r.json()["steps"][0]["kind"] == "resume"
+    again = client.post(f"/runs/{dead.run_id}/resume", json={"stream": False})
+    assert again.status_code == 409 and "not interrupted" in again.json()["error"]["message"]
+    assert client.post("/runs/nope/resume", json={}).status_code == 404
+    assert client.post(f"/runs/{dead.run_id}/resume", json={"surprise": 1}).status_code == 400

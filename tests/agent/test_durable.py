@@ -1,0 +1,121 @@
+"""Runs survive their process: checkpointed after every completed step, a run whose process is SIGKILLed mid-step
+resumes from its last completed step in another process, and no completed step's tool runs twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from apps.agent.trace import TraceStore
+from tests.agent.scripted import ScriptedChatServer, react
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# The run's process: a real AgentRunner with two tools, `count` (logs each call) and `block` (never returns).
+WORKER = textwrap.dedent('''
+    import json, sys, time
+    from pydantic import BaseModel
+    from apps.agent.agents import AgentSpec
+    from apps.agent.chat_model import ChatModel
+    from apps.agent.loop import AgentRunner
+    from apps.agent.tools import Tool, ToolRegistry
+    from apps.agent.trace import TraceStore
+    from cluster.config import AgentConfig
+
+    base, data, log = sys.argv[1:4]
+
+    class NoArgs(BaseModel):
+        pass
+
+    def count(_):
+        open(log, "a").write("count\\n")
+        return "counted"
+
+    def block(_):
+        open(log, "a").write("block\\n")
+        time.sleep(600)
+
+    reg = ToolRegistry([Tool("count", "count once", NoArgs, count), Tool("block", "never returns", NoArgs, block,
+                                                                        timeout_s=900)])
+    agents = {"worker": AgentSpec("worker", "Work.", tools=["count", "block"])}
+    conf = AgentConfig(mode="react", data_dir=data)
+    runner = AgentRunner(ChatModel(base, None, "scripted"), reg, agents, conf, TraceStore(data))
+    runner.run("count, then block", "worker", on_event=lambda e: print(json.dumps(e), flush=True))
+''')
+
+
+def _registry(log: Path):
+    from pydantic import BaseModel
+
+    from apps.agent.tools import Tool, ToolRegistry
+
+    class NoArgs(BaseModel):
+        pass
+
+    def count(_):
+        with open(log, "a") as f:
+            f.write("count\n")
+        return "counted"
+
+    return ToolRegistry([Tool("count", "count once", NoArgs, count),
+                         Tool("block", "never returns", NoArgs, lambda _: "unblocked")])
+
+
+def test_a_killed_run_resumes_from_its_last_completed_step(tmp_path):
+    from apps.agent.agents import AgentSpec
+    from apps.agent.chat_model import ChatModel
+    from apps.agent.loop import AgentRunner
+    from cluster.config import AgentConfig
+
+    data, log = tmp_path / "agent", tmp_path / "calls.log"
+    turns = [react({"tool": "count", "args": {}}), react({"tool": "block", "args": {}}),
+             react({"final_answer": "done after the restart"})]
+    with ScriptedChatServer(turns) as chat:
+        proc = subprocess.Popen([sys.executable, "-c", WORKER, chat.base_url, str(data), str(log)], cwd=ROOT,
+                                stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        run_id = json.loads(proc.stdout.readline())["run_id"]  # the "run" event comes first
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if log.exists() and "block" in log.read_text():
+                break
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)  # mid-step: the block tool is running
+        proc.wait(timeout=30)
+        store = TraceStore(data)
+        saved = store.get(run_id)
+        assert saved.status == "running" and [c.tool for s in saved.steps for c in s.calls] == ["count"]
+
+        agents = {"worker": AgentSpec("worker", "Work.", tools=["count", "block"])}
+        runner = AgentRunner(ChatModel(chat.base_url, None, "scripted"), _registry(log), agents,
+                             AgentConfig(mode="react", data_dir=str(data)), store)
+        trace = runner.resume_interrupted(run_id)
+    assert trace.stopped_reason == "final_answer" and trace.answer == "done after the restart"
+    assert [s.kind for s in trace.steps][-2:] == ["resume", "model"]
+    assert log.read_text().splitlines() == ["count", "block"]  # the completed step's tool ran once
+    assert store.get(run_id).status == "done"
+    with pytest.raises(ValueError, match="is done, not interrupted"):
+        runner.resume_interrupted(run_id)
+
+
+def test_a_live_run_is_not_resumed_elsewhere(tmp_path):
+    from apps.agent.durable import interruption
+    from apps.agent.trace import Trace
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+
+        trace = Trace(task="t", agent="a", state={"runner": {"host": socket.gethostname(), "pid": sleeper.pid}})
+        assert "still running" in interruption(trace)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert interruption(trace) is None  # its process is gone: interrupted
