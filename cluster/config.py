@@ -301,6 +301,32 @@ class MCPServerConfig(_Strict):
         return self
 
 
+class GuardrailConfig(_Strict):
+    """Tripwires of an agent's run (apps/agent/guardrails.py): a trip stops the run with a reason."""
+
+    input_patterns: list[str] = Field(default_factory=list, description="Regexes the task and tool results must "
+                                      "not match (checked before the model reads them).")
+    output_patterns: list[str] = Field(default_factory=list, description="Regexes tool arguments and the final "
+                                       "answer must not match (checked before a tool or a person sees them).")
+    secrets: bool = Field(True, description="Stop on what looks like a credential (API keys, private keys...).")
+    pii: bool = Field(False, description="Stop on e-mail addresses, phone numbers and payment card numbers.")
+    max_input_chars: int | None = Field(None, ge=1, description="Largest task or tool result let through.")
+    max_output_chars: int | None = Field(None, ge=1, description="Largest tool arguments or answer let through.")
+    classifier_model: str | None = Field(None, description="A capable model id asked ALLOW/BLOCK for each text "
+                                         "(fails closed when it cannot answer).")
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> "GuardrailConfig":
+        import re
+
+        for p in self.input_patterns + self.output_patterns:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"guardrail pattern {p!r} is not a valid regex: {e}") from None
+        return self
+
+
 class AgentDefinition(_Strict):
     """An agent declared in config (added to, or replacing by name, the built-in ones in apps/agent/agents.py)."""
 
@@ -313,6 +339,7 @@ class AgentDefinition(_Strict):
     mcp_tools: list[str] = Field(default_factory=list, description="MCP tools it may call, as patterns "
                                  "`server.tool` / `server.*` over agent.mcp_servers.")
     mcp_deny: list[str] = Field(default_factory=list, description="MCP tools it may not call (patterns).")
+    guardrails: GuardrailConfig | None = Field(None, description="Its own guardrails (default agent.guardrails).")
 
 
 class AgentConfig(_Strict):
@@ -338,6 +365,8 @@ class AgentConfig(_Strict):
     sandbox: AgentSandboxConfig = Field(default_factory=AgentSandboxConfig)
     agents: list[AgentDefinition] = Field(default_factory=list, description="Extra or overriding agents.")
     mcp_servers: list[MCPServerConfig] = Field(default_factory=list, description="External MCP servers.")
+    guardrails: GuardrailConfig = Field(default_factory=GuardrailConfig, description="Every agent's guardrails "
+                                        "unless it declares its own.")
     resources: DeploymentResources = Field(default_factory=lambda: DeploymentResources(num_cpus=0.1))
     options: dict[str, Any] = Field(default_factory=dict, description="Free-form agent settings (see apps/agent).")
 

@@ -7,6 +7,7 @@ it. Handoffs appear to the model as `transfer_to_<agent>` tools, agents-as-tools
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -23,6 +24,7 @@ class AgentSpec:
     description: str = ""
     mcp_tools: list[str] = field(default_factory=list)  # patterns of MCP tools it may call ("server.*")
     mcp_deny: list[str] = field(default_factory=list)  # ...and of those it may not
+    guardrails: Any = None  # its GuardrailConfig; None: the runner's default (agent.guardrails)
 
 
 class HandoffArgs(BaseModel):
@@ -74,7 +76,7 @@ def configured_agents(definitions: list) -> dict[str, AgentSpec]:
     agents = default_agents()
     for d in definitions:
         agents[d.name] = AgentSpec(d.name, d.instructions, list(d.tools), list(d.handoffs), list(d.agent_tools),
-                                   d.description, list(d.mcp_tools), list(d.mcp_deny))
+                                   d.description, list(d.mcp_tools), list(d.mcp_deny), d.guardrails)
     return agents
 
 

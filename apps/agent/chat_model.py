@@ -44,7 +44,7 @@ class ChatModel:
     def complete(self, messages: list[dict[str, Any]], timeout: float | None = None, **params: Any) -> ModelReply:
         body = {"messages": messages, **{k: v for k, v in params.items() if v is not None}}
         if self.model:
-            body["model"] = self.model
+            body.setdefault("model", self.model)  # a call may name another model (a guardrail classifier)
         start = time.perf_counter()
         try:
             data = self._api.post_json("/v1/chat/completions", body, **({"timeout": timeout} if timeout else {}))

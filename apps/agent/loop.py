@@ -19,6 +19,7 @@ from apps.agent import protocol as P
 from apps.agent.agents import ASK_PREFIX, HANDOFF_PREFIX, AgentSpec, ask_tool, check_agents, handoff_tool
 from apps.agent.chat_model import ChatModel, ModelError
 from apps.agent.durable import driving, interruption
+from apps.agent.guardrails import Guardrails, classifier
 from apps.agent.tools import Tool, ToolRegistry
 from apps.agent.trace import CallRecord, PendingCall, Step, Trace, TraceStore
 from apps.client import acting_for
@@ -56,8 +57,15 @@ class AgentRunner:
                        "auto_approve": sorted(auto_approve or [])}
         _emit(on_event, {"type": "run", "run_id": trace.run_id, "agent": name, "task": task, "mode": trace.mode})
         with acting_for(trace.owner), driving(trace):  # its tools reach other apps (RAG, video) as its owner
+            trip = self._guard(name).check_input(task, "the task")
+            if trip:  # before the model has read a word of it
+                return self._stop(trace, "guardrail", trip, on_event, 0)
             self._checkpoint(trace)
             return self._drive(trace, on_event)
+
+    def _guard(self, agent: str) -> Guardrails:
+        cfg = self.agents[agent].guardrails or self.cfg.guardrails
+        return Guardrails(cfg, classifier(self.model))
 
     def resume_interrupted(self, trace: Trace | str, on_event: Event | None = None) -> Trace:
         """Continue a run whose process died mid-run, from its last completed step (apps/agent/durable.py)."""
@@ -133,6 +141,9 @@ class AgentRunner:
             if step.note == "model_error":  # the API itself failed (after one retry)
                 return self._stop(trace, "error", step.error, on_event, depth)
             if step.final_answer is not None:
+                trip = self._guard(st["agent"]).check_output(step.final_answer, "the final answer")
+                if trip:  # withheld: nobody sees the answer
+                    return self._stop(trace, "guardrail", trip, on_event, depth)
                 trace.answer = step.final_answer
                 return self._stop(trace, "final_answer", None, on_event, depth)
             # A step with calls is streamed once its results are in (before any handoff/approval/stop event).
@@ -241,9 +252,21 @@ class AgentRunner:
                 handoff = handoff or (call, rec)
             elif rec.status == "ok":
                 to_run.append((call, rec))
+        guard = self._guard(agent.name)
+        for call, rec in to_run + [(c, r) for c, r in zip(calls, step.calls) if r.status == "pending"]:
+            trip = guard.check_output(json.dumps(call.args, default=str), f"the arguments of {call.tool}")
+            if trip:  # before the tool (or a person approving it) sees them
+                announce()
+                return "guardrail", trip
         begin = time.perf_counter()
         self._execute(to_run, trace, depth, on_event)
         step.tool_ms = round((time.perf_counter() - begin) * 1000, 2)
+        for call, rec in to_run:
+            trip = guard.check_input(rec.result or "", f"the result of {call.tool}") if rec.status == "ok" else None
+            if trip:  # before the model reads it
+                rec.result = "[withheld by a guardrail]"
+                announce()
+                return "guardrail", trip
         for call, rec in to_run:
             if rec.status == "ok":
                 st["results"][_sig(call.tool, call.args)] = rec.result

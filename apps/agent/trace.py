@@ -20,7 +20,8 @@ from pydantic import BaseModel, Field
 
 log = logging.getLogger("conductor.agent")
 
-StopReason = Literal["final_answer", "max_steps", "repeated_call", "budget", "needs_approval", "error", "rejected"]
+StopReason = Literal["final_answer", "max_steps", "repeated_call", "budget", "needs_approval", "error", "rejected",
+                     "guardrail"]
 
 
 class CallRecord(BaseModel):
