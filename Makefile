@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# Debian packages for tests and media: redis-server, chromium, espeak-ng, ffmpeg, python3-doc. Skipped without root.
+# Debian packages for tests and media: redis-server, postgresql, chromium, espeak-ng, ffmpeg, python3-doc. Skipped without root.
 system-deps:
 	@bash scripts/system-deps.sh
 

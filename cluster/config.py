@@ -345,7 +345,9 @@ class AgentDefinition(_Strict):
 class AgentConfig(_Strict):
     enabled: bool = True
     chat_model: str = Field("smollm2", description="Model id the agent sends to the chat API.")
-    data_dir: str = Field("~/.conductor/agent", description="Traces and paused runs.")
+    data_dir: str = Field("~/.conductor/agent", description="Runs (SQLite: runs.sqlite3), traces and sandboxes.")
+    store_url_env: str | None = Field(None, description="Env var holding a PostgreSQL URL for the runs "
+                                      "(several agent replicas on several machines); default SQLite in data_dir.")
     default_agent: str = Field("assistant", description="Agent used when a request names none.")
     mode: Literal["auto", "native", "react"] = Field(
         "auto", description="native: OpenAI tools/tool_calls; react: JSON steps (constrained by a JSON schema when "

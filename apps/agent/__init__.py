@@ -17,7 +17,7 @@ def build_runner(config: Any, base_url: str | None = None, api_key: str | None =
     from apps.agent.builtin import builtin_registry
     from apps.agent.chat_model import ChatModel
     from apps.agent.loop import AgentRunner
-    from apps.agent.trace import TraceStore
+    from apps.agent.run_store import open_run_store
 
     cfg = config.agent.model_copy(update=cfg_overrides) if cfg_overrides else config.agent
     from apps.client import serve_base_url
@@ -27,4 +27,4 @@ def build_runner(config: Any, base_url: str | None = None, api_key: str | None =
     chat = ChatModel(base_url, api_key, model or cfg.chat_model, timeout=cfg.max_seconds)
     reg = registry or builtin_registry(config, max_output_chars=cfg.max_observation_chars)
     return AgentRunner(chat, reg, agents or configured_agents(cfg.agents), cfg,
-                       store if store is not None else TraceStore(cfg.data_dir))
+                       store if store is not None else open_run_store(cfg))

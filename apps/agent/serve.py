@@ -250,20 +250,24 @@ def default_runner_factory(config: ConductorConfig) -> Callable[[str | None], An
     """One tool registry and store per replica; a light runner per request (the model id may differ)."""
     from apps.agent import build_runner
     from apps.agent.builtin import builtin_registry
-    from apps.agent.trace import TraceStore
+    from apps.agent.run_store import open_run_store
     from apps.client import ConductorClient
 
     # The RAG and video apps own their single-process stores: the agent's searches go through their routes.
     registry = builtin_registry(config, max_output_chars=config.agent.max_observation_chars,
                                 apps_client=lambda: ConductorClient.for_config(config, timeout=60))
-    store = TraceStore(config.agent.data_dir)
+    store = open_run_store(config.agent)
     return lambda model: build_runner(config, model=model, registry=registry, store=store)
 
 
 def build_app(args: dict[str, Any]) -> Any:
     """Serve entry point: args = {"config": <dict>}."""
     config = config_from_dict(args["config"])
-    opts = config.agent.resources.serve_options("AgentIngress")
+    from deployments.secrets import with_secrets
+
+    # The replicas get the runs database's URL and the MCP servers' tokens, and no other secret.
+    opts = with_secrets(config.agent.resources.serve_options("AgentIngress"),
+                        [config.agent.store_url_env, *(s.bearer_token_env for s in config.agent.mcp_servers)])
     from apps.common import config_ingress_app
 
     return config_ingress_app(lambda c: create_app(c, default_runner_factory(c)), opts, config)

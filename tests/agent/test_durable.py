@@ -30,7 +30,7 @@ WORKER = textwrap.dedent('''
     from apps.agent.trace import TraceStore
     from cluster.config import AgentConfig
 
-    base, data, log = sys.argv[1:4]
+    base, data, log, url = sys.argv[1:5]
 
     class NoArgs(BaseModel):
         pass
@@ -47,7 +47,10 @@ WORKER = textwrap.dedent('''
                                                                         timeout_s=900)])
     agents = {"worker": AgentSpec("worker", "Work.", tools=["count", "block"])}
     conf = AgentConfig(mode="react", data_dir=data)
-    runner = AgentRunner(ChatModel(base, None, "scripted"), reg, agents, conf, TraceStore(data))
+    from apps.agent.run_store import SQLRunStore
+
+    store = TraceStore(data) if url == "file" else SQLRunStore(url)
+    runner = AgentRunner(ChatModel(base, None, "scripted"), reg, agents, conf, store)
     runner.run("count, then block", "worker", on_event=lambda e: print(json.dumps(e), flush=True))
 ''')
 
@@ -69,7 +72,19 @@ def _registry(log: Path):
                          Tool("block", "never returns", NoArgs, lambda _: "unblocked")])
 
 
-def test_a_killed_run_resumes_from_its_last_completed_step(tmp_path):
+@pytest.fixture(params=["sqlite", "postgres", "file"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'runs.sqlite3'}"
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_url")
+    return "file"
+
+
+def test_a_killed_run_resumes_from_its_last_completed_step(tmp_path, store_url):
+    """The run's process is SIGKILLed mid-step; another process resumes it from the shared store."""
+    from apps.agent.run_store import SQLRunStore
+
     from apps.agent.agents import AgentSpec
     from apps.agent.chat_model import ChatModel
     from apps.agent.loop import AgentRunner
@@ -79,7 +94,7 @@ def test_a_killed_run_resumes_from_its_last_completed_step(tmp_path):
     turns = [react({"tool": "count", "args": {}}), react({"tool": "block", "args": {}}),
              react({"final_answer": "done after the restart"})]
     with ScriptedChatServer(turns) as chat:
-        proc = subprocess.Popen([sys.executable, "-c", WORKER, chat.base_url, str(data), str(log)], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-c", WORKER, chat.base_url, str(data), str(log), store_url], cwd=ROOT,
                                 stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         run_id = json.loads(proc.stdout.readline())["run_id"]  # the "run" event comes first
         deadline = time.monotonic() + 120
@@ -89,7 +104,7 @@ def test_a_killed_run_resumes_from_its_last_completed_step(tmp_path):
             time.sleep(0.1)
         os.kill(proc.pid, signal.SIGKILL)  # mid-step: the block tool is running
         proc.wait(timeout=30)
-        store = TraceStore(data)
+        store = TraceStore(data) if store_url == "file" else SQLRunStore(store_url)
         saved = store.get(run_id)
         assert saved.status == "running" and [c.tool for s in saved.steps for c in s.calls] == ["count"]
 
