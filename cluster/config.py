@@ -362,6 +362,7 @@ class AgentConfig(_Strict):
     repeat_limit: int = Field(3, ge=2, description="The Nth identical tool call (same tool + args) stops the run.")
     parallel_tool_calls: int = Field(4, ge=1, le=32, description="Calls of one step run concurrently, at most this many.")
     max_observation_chars: int = Field(4000, ge=100, description="Tool output longer than this is truncated.")
+    session_max_tokens: int = Field(2000, ge=0, description="Earlier turns of a session a run starts with, at most.")
     file_roots: list[str] = Field(default_factory=list, description="Folders the read_file tool may read.")
     rag_collection: str = Field("default", description="Collection the search_documents tool searches.")
     sandbox: AgentSandboxConfig = Field(default_factory=AgentSandboxConfig)

@@ -78,9 +78,10 @@ def _tools(config, local: bool):  # type: ignore[no-untyped-def]
 @click.option("--resume", "resume_id", default=None,
               help="Continue a run: one waiting for approval (with --approve/--reject) or one interrupted mid-run.")
 @click.option("--approve/--reject", "approve", default=None, help="With --resume: decision for the pending calls.")
+@click.option("--session", "session_id", default=None, help="Continue this conversation (a new id starts one).")
 @click.option("--config", "config_path", default=None, help="Config file (default: cluster/conductor.yaml).")
 def agent(task, agent_name, as_json, base_url, api_key, model, mode, max_steps, approve_all, local, resume_id,
-          approve, config_path) -> None:
+          approve, session_id, config_path) -> None:
     """Run TASK with a tool-using agent and print the final answer."""
     from apps.agent import build_runner
     from cluster.config import load_config
@@ -105,7 +106,7 @@ def agent(task, agent_name, as_json, base_url, api_key, model, mode, max_steps, 
             else:
                 dangerous = {t for t in runner.registry.names() if runner.registry.get(t).dangerous}
                 trace = runner.run(task, agent_name, on_event=listener,
-                                   auto_approve=dangerous if approve_all else None)
+                                   auto_approve=dangerous if approve_all else None, session_id=session_id)
         except KeyError as e:
             raise click.ClickException(str(e.args[0]) if e.args else str(e)) from None
         except ValueError as e:

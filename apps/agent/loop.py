@@ -18,6 +18,7 @@ from typing import Any
 from apps.agent import protocol as P
 from apps.agent.agents import ASK_PREFIX, HANDOFF_PREFIX, AgentSpec, ask_tool, check_agents, handoff_tool
 from apps.agent.chat_model import ChatModel, ModelError
+from apps.agent import sessions
 from apps.agent.durable import driving, interruption
 from apps.agent.guardrails import Guardrails, classifier
 from apps.agent.tools import Tool, ToolRegistry
@@ -44,7 +45,7 @@ class AgentRunner:
         return "native" if model_id and model_id in self.cfg.native_models else "react"
 
     def run(self, task: str, agent: str | None = None, on_event: Event | None = None,
-            auto_approve: set[str] | None = None, owner: str = "local") -> Trace:
+            auto_approve: set[str] | None = None, owner: str = "local", session_id: str | None = None) -> Trace:
         name = agent or self.cfg.default_agent
         if name not in self.agents:
             raise ValueError(f"unknown agent {name!r}; known agents: {', '.join(sorted(self.agents))}")
@@ -52,7 +53,13 @@ class AgentRunner:
             raise ValueError("the task is empty")
         trace = Trace(task=task, agent=name, model=self.model.model, mode=self.mode_for(self.model.model),
                       owner=owner)
-        trace.state = {"agent": name, "messages": self._start_messages(name, task, trace.mode), "sigs": [],
+        messages = self._start_messages(name, task, trace.mode)
+        if session_id is not None:  # the conversation so far, between the instructions and the new task
+            if self.store is None:
+                raise ValueError("sessions need a run store")
+            earlier = sessions.load(self.store, session_id, owner)
+            messages = messages[:-1] + sessions.history_messages(earlier, self.cfg.session_max_tokens) + messages[-1:]
+        trace.state = {"agent": name, "messages": messages, "sigs": [], "session_id": session_id,
                        "results": {}, "tokens": 0, "elapsed_s": 0.0, "model_steps": 0, "force_final": False,
                        "auto_approve": sorted(auto_approve or [])}
         _emit(on_event, {"type": "run", "run_id": trace.run_id, "agent": name, "task": task, "mode": trace.mode})
@@ -400,6 +407,8 @@ class AgentRunner:
         if depth == 0:
             if self.store is not None:
                 self.store.save(trace)
+                if reason == "final_answer" and trace.state.get("session_id"):
+                    sessions.record(self.store, trace.state["session_id"], trace.owner, trace)
             _emit(on_event, {"type": "done", "run_id": trace.run_id, "stopped_reason": reason,
                              "answer": trace.answer, "pending": [p.model_dump() for p in trace.pending]})
         return trace

@@ -18,6 +18,10 @@ from apps.agent.trace import _ID, Trace
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS agent_runs (run_id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
            "status TEXT NOT NULL, started_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL, "
            "summary TEXT NOT NULL, doc TEXT NOT NULL)")
+_SESSIONS = ("CREATE TABLE IF NOT EXISTS agent_sessions (session_id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+             "updated_at DOUBLE PRECISION NOT NULL, doc TEXT NOT NULL)")
+_UPSERT_SESSION = ("INSERT INTO agent_sessions (session_id, owner, updated_at, doc) VALUES ({p}, {p}, {p}, {p}) "
+                   "ON CONFLICT (session_id) DO UPDATE SET updated_at = excluded.updated_at, doc = excluded.doc")
 _UPSERT = ("INSERT INTO agent_runs (run_id, owner, status, started_at, updated_at, summary, doc) "
            "VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, "
            "status = excluded.status, updated_at = excluded.updated_at, summary = excluded.summary, "
@@ -34,6 +38,7 @@ class SQLRunStore:
         self._local = threading.local()  # one connection per thread (sqlite3 and psycopg connections are not shared)
         with self._conn() as c:
             c.execute(_SCHEMA)
+            c.execute(_SESSIONS)
 
     def _connect(self) -> Any:
         if self.postgres:
@@ -80,6 +85,32 @@ class SQLRunStore:
             rows = c.execute(f"SELECT summary FROM agent_runs {where} ORDER BY updated_at DESC LIMIT {int(limit)}",
                              args).fetchall()
         return [json.loads(r[0]) for r in rows]
+
+
+    # --- sessions (apps/agent/sessions.py) -------------------------------------------------------------------
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        import json
+
+        with self._conn() as c:
+            row = c.execute(f"SELECT owner, doc FROM agent_sessions WHERE session_id = {self._p}",
+                            (session_id,)).fetchone()
+        return None if row is None else {"owner": row[0], "turns": json.loads(row[1])}
+
+    def put_session(self, session_id: str, owner: str, turns: list[dict[str, Any]]) -> None:
+        import json
+
+        with self._conn() as c:
+            c.execute(_UPSERT_SESSION.format(p=self._p), (session_id, owner, time.time(), json.dumps(turns)))
+
+    def list_sessions(self, owner: str | None, limit: int = 50) -> list[dict[str, Any]]:
+        import json
+
+        where, args = ("WHERE owner = " + self._p, (owner,)) if owner is not None else ("", ())
+        with self._conn() as c:
+            rows = c.execute(f"SELECT session_id, owner, updated_at, doc FROM agent_sessions {where} "
+                             f"ORDER BY updated_at DESC LIMIT {int(limit)}", args).fetchall()
+        return [{"session_id": r[0], "owner": r[1], "updated_at": r[2], "turns": len(json.loads(r[3]))}
+                for r in rows]
 
 
 class _Tx:

@@ -29,6 +29,8 @@ class RunRequest(BaseModel):
     task: str = Field(..., min_length=1, max_length=20000, description="What the agent should do.")
     agent: str | None = Field(None, max_length=64, description="Agent name; default agent.default_agent.")
     model: str | None = Field(None, max_length=200, description="Chat model id; default agent.chat_model.")
+    session_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Continue this "
+                                   "conversation (yours); a new id starts one.")
     stream: bool = Field(True, description="Server-sent events of each step, or one JSON trace at the end.")
 
 
@@ -174,10 +176,17 @@ def _run_routes(app: Any, config: ConductorConfig, runner_factory: Callable[[str
         if (req.agent or config.agent.default_agent) not in runner.agents:
             raise APIError(400, f"unknown agent {req.agent!r}; known agents: {', '.join(sorted(runner.agents))}",
                            param="agent")
+        if req.session_id is not None:
+            from apps.agent import sessions
+
+            try:  # before the stream opens: another user's session is a 404, like any run of theirs
+                sessions.load(runner.store, req.session_id, owner)
+            except KeyError as e:
+                raise APIError(404, str(e.args[0]), code="session_not_found") from None
 
         def work(emit: Callable[[dict], None] | None = None) -> Any:
             try:
-                return runner.run(req.task, req.agent, on_event=emit, owner=owner)
+                return runner.run(req.task, req.agent, on_event=emit, owner=owner, session_id=req.session_id)
             finally:
                 runner.model.close()  # one HTTP client per run
 
@@ -188,6 +197,12 @@ def _run_routes(app: Any, config: ConductorConfig, runner_factory: Callable[[str
         user = request_user(request)
         owner = None if is_admin(config, user) else user
         return {"runs": runner_factory(None).store.list(max(1, min(limit, 500)), owner=owner)}
+
+    @app.get("/sessions")
+    def list_sessions(request: Request, limit: int = 50) -> dict[str, Any]:
+        user = request_user(request)
+        store = runner_factory(None).store
+        return {"sessions": store.list_sessions(None if is_admin(config, user) else user, max(1, min(limit, 500)))}
 
     @app.get("/runs/{run_id}")
     def get_run(run_id: str, request: Request) -> dict[str, Any]:

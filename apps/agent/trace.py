@@ -113,6 +113,26 @@ class TraceStore:
             raise KeyError(f"no run {run_id!r}")
         return Trace.model_validate_json(path.read_text())
 
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        path = self.dir.parent / "sessions" / f"{session_id}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def put_session(self, session_id: str, owner: str, turns: list[dict[str, Any]]) -> None:
+        from cluster.files import atomic_write
+
+        (self.dir.parent / "sessions").mkdir(exist_ok=True)
+        atomic_write(self.dir.parent / "sessions" / f"{session_id}.json", json.dumps({"owner": owner, "turns": turns}))
+
+    def list_sessions(self, owner: str | None, limit: int = 50) -> list[dict[str, Any]]:
+        files = sorted((self.dir.parent / "sessions").glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        out = []
+        for f in files:
+            doc = json.loads(f.read_text())
+            if owner is None or doc["owner"] == owner:
+                out.append({"session_id": f.stem, "owner": doc["owner"], "updated_at": f.stat().st_mtime,
+                            "turns": len(doc["turns"])})
+        return out[:limit]
+
     def list(self, limit: int = 50, owner: str | None = None) -> list[dict[str, Any]]:
         """The newest runs, only `owner`'s when given (None: everyone's, for an admin or the local CLI)."""
         files = sorted(self.dir.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)

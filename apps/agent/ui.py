@@ -76,6 +76,8 @@ def build_tab(ctx) -> None:
     with gr.Row():
         agent = gr.Dropdown(_agents(ctx.config), value=ctx.config.agent.default_agent, label="Agent",
                             elem_id="agent-name", scale=1)
+        session = gr.Textbox(label="Session (optional: continue a conversation)", elem_id="agent-session",
+                             scale=1)
         status = gr.Markdown("", elem_id="agent-status")
     chat = gr.Chatbot(label="Agent", elem_id="agent-chat", height=480)
     with gr.Row():
@@ -91,15 +93,20 @@ def build_tab(ctx) -> None:
         run_id = gr.Textbox(label="Run id", elem_id="agent-run-id")
         show = gr.Button("Show trace")
         resume = gr.Button("Resume this run (interrupted mid-run)", elem_id="agent-resume")
+        sessions_btn = gr.Button("List sessions", elem_id="agent-sessions-list")
+        sessions = gr.Dataframe(headers=["session_id", "turns", "updated"], interactive=False,
+                                elem_id="agent-sessions")
         trace = gr.JSON(label="Trace", elem_id="agent-trace")
 
-    def start(text: str, name: str, history: list, st: dict):
+    def start(text: str, name: str, sid: str, history: list, st: dict):
         if not text or not text.strip():
             raise gr.Error("Type a task first.")
         history = (history or []) + [{"role": "user", "content": text}]
         st = {}
         try:
-            events = client.stream_sse(f"{PREFIX}/runs", {"task": text, "agent": name, "stream": True})
+            body = {"task": text, "agent": name, "stream": True,
+                    **({"session_id": sid.strip()} if (sid or "").strip() else {})}
+            events = client.stream_sse(f"{PREFIX}/runs", body)
             yield from consume(events, history, st)
         except Exception as e:  # noqa: BLE001 - shown in the tab, not a stack trace
             yield history + [{"role": "assistant", "content": f"Error: {e}"}], st, "error"
@@ -137,13 +144,22 @@ def build_tab(ctx) -> None:
         except Exception as e:  # noqa: BLE001 - e.g. 409: the run is not interrupted
             yield history + [{"role": "assistant", "content": f"Error: {getattr(e, 'message', e)}"}], st, "error"
 
-    run.click(start, [task, agent, chat, state], [chat, state, status])
+    run.click(start, [task, agent, session, chat, state], [chat, state, status])
     resume.click(resume_run, [run_id, chat, state], [chat, state, status])
-    task.submit(start, [task, agent, chat, state], [chat, state, status])
+    task.submit(start, [task, agent, session, chat, state], [chat, state, status])
     approve.click(decide(True), [chat, state], [chat, state, status])
     reject.click(decide(False), [chat, state], [chat, state, status])
     refresh.click(list_runs, None, runs)
     show.click(get_trace, run_id, trace)
+
+    def list_sessions():
+        import datetime as dt
+
+        rows = client.request("GET", f"{PREFIX}/sessions")["sessions"]
+        return [[s["session_id"], s["turns"], dt.datetime.fromtimestamp(s["updated_at"]).isoformat(" ", "seconds")]
+                for s in rows]
+
+    sessions_btn.click(list_sessions, None, sessions)
     _mcp_section(client)
 
 

@@ -34,3 +34,14 @@ def test_save_get_list_by_owner(store_url):
         store.get("../etc/passwd")
     # A second store on the same database (another replica) sees the same runs.
     assert SQLRunStore(store_url).get(b.run_id).task == "beta"
+
+
+def test_sessions_in_the_database(store_url):
+    store = SQLRunStore(store_url)
+    assert store.get_session("s-1") is None
+    store.put_session("s-1", "ada", [{"task": "hi", "answer": "hello"}])
+    store.put_session("s-1", "ada", [{"task": "hi", "answer": "hello"}, {"task": "and?", "answer": "bye"}])
+    assert store.get_session("s-1") == {"owner": "ada", "turns": [{"task": "hi", "answer": "hello"},
+                                                                   {"task": "and?", "answer": "bye"}]}
+    assert [s["session_id"] for s in store.list_sessions("ada")] == ["s-1"]
+    assert store.list_sessions("bob") == []

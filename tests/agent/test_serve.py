@@ -110,3 +110,26 @@ def test_resume_route_continues_an_interrupted_run_and_refuses_others(served, tm
     assert again.status_code == 409 and "not interrupted" in again.json()["error"]["message"]
     assert client.post("/runs/nope/resume", json={}).status_code == 404
     assert client.post(f"/runs/{dead.run_id}/resume", json={"surprise": 1}).status_code == 400
+
+
+def test_sessions_keep_a_conversation_and_belong_to_their_user(served, tmp_path):
+    from apps.agent.sessions import history_messages
+
+    client, srv = served
+    srv.turns += [react({"final_answer": "Ada Lovelace."}), react({"final_answer": "In 1843."})]
+    first = client.post("/runs", json={"task": "Who wrote the first program?", "agent": "math", "stream": False,
+                                       "session_id": "chat-1"})
+    assert first.status_code == 200 and first.json()["answer"] == "Ada Lovelace."
+    second = client.post("/runs", json={"task": "When?", "agent": "math", "stream": False, "session_id": "chat-1"})
+    assert second.json()["answer"] == "In 1843."
+    seen = [m["content"] for m in srv.requests[-1]["messages"]]
+    assert seen[-3:] == ["Who wrote the first program?", "Ada Lovelace.", "When?"]  # the earlier turn, then the new
+    assert client.get("/sessions").json()["sessions"][0]["turns"] == 2
+    TraceStore(tmp_path).put_session("theirs", "bob", [])
+    r = client.post("/runs", json={"task": "hi", "agent": "math", "session_id": "theirs"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "session_not_found"
+    assert client.post("/runs", json={"task": "hi", "session_id": "no/slashes"}).status_code == 400
+    # Only the newest turns that fit the budget are carried.
+    turns = [{"task": f"q{i}", "answer": "a" * 400} for i in range(10)]
+    kept = history_messages(turns, 300)
+    assert [m["content"] for m in kept if m["role"] == "user"] == ["q8", "q9"]
