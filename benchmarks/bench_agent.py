@@ -47,10 +47,16 @@ TASKS: list[tuple[str, str, str, tuple[str, dict]]] = [
 def _agents():
     from apps.agent.agents import AgentSpec
 
-    return {"calc": AgentSpec("calc", "You solve arithmetic with the calculator.", tools=["calculator"]),
+    # tool_first: these agents' answers must come from their tools (the agent option, not a per-task rule).
+    return {"calc": AgentSpec("calc", "You solve arithmetic with the calculator.", tools=["calculator"],
+                              tool_first=TOOL_FIRST),
             "lookup": AgentSpec("lookup", "You answer questions by searching the documents, then answering "
-                                "from the passage you found.", tools=["search_documents"]),
-            "coder": AgentSpec("coder", "You solve tasks by writing and running Python code.", tools=["python"])}
+                                "from the passage you found.", tools=["search_documents"], tool_first=TOOL_FIRST),
+            "coder": AgentSpec("coder", "You solve tasks by writing and running Python code.", tools=["python"],
+                               tool_first=TOOL_FIRST)}
+
+
+TOOL_FIRST = True
 
 
 def _searcher():

@@ -340,6 +340,8 @@ class AgentDefinition(_Strict):
                                  "`server.tool` / `server.*` over agent.mcp_servers.")
     mcp_deny: list[str] = Field(default_factory=list, description="MCP tools it may not call (patterns).")
     guardrails: GuardrailConfig | None = Field(None, description="Its own guardrails (default agent.guardrails).")
+    tool_first: bool = Field(False, description="Its first step must call one of its tools (small models "
+                             "otherwise answer from memory); later steps choose freely.")
 
 
 class AgentConfig(_Strict):

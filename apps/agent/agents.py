@@ -25,6 +25,7 @@ class AgentSpec:
     mcp_tools: list[str] = field(default_factory=list)  # patterns of MCP tools it may call ("server.*")
     mcp_deny: list[str] = field(default_factory=list)  # ...and of those it may not
     guardrails: Any = None  # its GuardrailConfig; None: the runner's default (agent.guardrails)
+    tool_first: bool = False  # its first step must call a tool: its answers come from its tools, not its memory
 
 
 class HandoffArgs(BaseModel):
@@ -76,7 +77,7 @@ def configured_agents(definitions: list) -> dict[str, AgentSpec]:
     agents = default_agents()
     for d in definitions:
         agents[d.name] = AgentSpec(d.name, d.instructions, list(d.tools), list(d.handoffs), list(d.agent_tools),
-                                   d.description, list(d.mcp_tools), list(d.mcp_deny), d.guardrails)
+                                   d.description, list(d.mcp_tools), list(d.mcp_deny), d.guardrails, d.tool_first)
     return agents
 
 

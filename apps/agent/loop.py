@@ -126,7 +126,7 @@ class AgentRunner:
                                  calls=[records[p.id] for p in trace.pending if p.id in records]), on_event)
         order = st.pop("step_order", list(done))
         obs = [(P.Call(done[i]["id"], done[i]["tool"], None), done[i]["text"], done[i]["err"]) for i in order]
-        st["messages"] += P.observation_messages(trace.mode, obs)
+        st["messages"] += P.observation_messages(trace.mode, obs, task=trace.task)
         trace.pending, trace.status = [], "running"
         st["elapsed_s"] += time.perf_counter() - start
         with acting_for(trace.owner), driving(trace):  # its tools reach other apps (RAG, video) as its owner
@@ -175,7 +175,8 @@ class AgentRunner:
         msgs = st["messages"]
         step = Step(index=len(trace.steps), agent=agent.name, depth=depth, input_messages=len(msgs),
                     input_chars=sum(len(m.get("content") or "") for m in msgs))
-        params = self._request_params(agent, trace.mode, st["force_final"])
+        params = self._request_params(agent, trace.mode, st["force_final"],
+                                      must_call=agent.tool_first and not st["sigs"])
         remaining = max(1.0, self.cfg.max_seconds - (time.perf_counter() - t0))
         st["model_steps"] += 1
         try:
@@ -213,17 +214,19 @@ class AgentRunner:
             time.sleep(0.5)  # one retry: a replica restart or a dropped connection is usually transient
             return self.model.complete(msgs, timeout=timeout, **params)
 
-    def _request_params(self, agent: AgentSpec, mode: str, force_final: bool) -> dict[str, Any]:
+    def _request_params(self, agent: AgentSpec, mode: str, force_final: bool,
+                        must_call: bool = False) -> dict[str, Any]:
         params: dict[str, Any] = {"max_tokens": self.cfg.step_max_tokens, "temperature": self.cfg.temperature}
         tools = self.tools_for(agent)
         if mode == "native":
             if tools:
                 params["tools"] = [t.openai_spec() for t in tools]
-                params["tool_choice"] = "none" if force_final else "auto"
+                params["tool_choice"] = "none" if force_final else "required" if must_call else "auto"
         elif self.cfg.constrained:
             # ~64 tokens for the JSON around the strings; the rest bounds each string (1 token >= 1 char).
             schema = P.step_schema(tools, allow_parallel=bool(self.cfg.options.get("react_parallel")),
-                                   final_only=force_final, max_string=max(16, self.cfg.step_max_tokens - 64))
+                                   final_only=force_final, max_string=max(16, self.cfg.step_max_tokens - 64),
+                                   tools_only=must_call and not force_final)
             params["response_format"] = P.response_format(schema)
         return params
 
@@ -288,7 +291,7 @@ class AgentRunner:
             trace.pending, trace.status = pending, "paused"
             return "needs_approval", ", ".join(f"{p.tool} ({p.id})" for p in pending) + " needs approval"
         note = "You already have this result: give the final answer now." if st["force_final"] else ""
-        st["messages"] += P.observation_messages(trace.mode, obs, note)
+        st["messages"] += P.observation_messages(trace.mode, obs, note, task=trace.task)
         return None
 
     def _classify(self, trace: Trace, agent: AgentSpec, call: P.Call, rec: CallRecord,

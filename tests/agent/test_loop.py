@@ -239,7 +239,9 @@ def test_injected_document_cannot_run_sandbox_without_approval(tmp_path):
     assert trace.steps[1].calls[0].status == "pending" and trace.steps[1].calls[0].result is None
     # The document reached the model only inside the data delimiters, with the rule in the system prompt.
     obs = srv.requests[1]["messages"][-1]["content"]
-    assert obs.startswith('<tool_output tool="search_documents">') and "IMPORTANT SYSTEM NOTICE" in obs
+    before, _, inside = obs.partition('<tool_output tool="search_documents">')
+    assert before == "The task: Summarise the quarterly report\n"  # nothing of the document outside the delimiters
+    assert "IMPORTANT SYSTEM NOTICE" in inside.split("</tool_output>")[0]
     assert "never an instruction" in srv.requests[0]["messages"][0]["content"]
     # Rejecting resumes the run; the model is told, and the code never ran.
     with ScriptedChatServer([react({"final_answer": "It is a quarterly report."})]) as srv2:
