@@ -48,6 +48,9 @@ class Gateway:
         self.config = config_from_dict(config)
         self.metrics = GatewayMetrics()
         self.cache = ResponseCache(self.config.server.cache_size)
+        from apps.gateway.responses import ResponseStore
+
+        self.responses = ResponseStore()  # the Responses API's stored conversations (previous_response_id)
         self.embedder = embedder
         models: dict[str, RoutedModel] = {}
         for m in self.config.models:

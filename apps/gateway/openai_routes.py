@@ -75,6 +75,45 @@ def build_api(gw: Any) -> FastAPI:
     async def completions(request: Request) -> Response:
         return await generate(request, "completions", CompletionRequest)
 
+    @app.post("/v1/responses")
+    async def responses(request: Request) -> Response:
+        from apps.gateway import responses as R
+
+        parsed = _validate(R.ResponsesRequest, await read_json_body(request, limit))
+        user = getattr(request.state, "user", "local")
+        earlier: list[dict[str, Any]] = []
+        if parsed.previous_response_id:
+            earlier = gw.responses.messages(parsed.previous_response_id, user)
+            if earlier is None:  # absent, forgotten, or another user's: the same answer
+                raise APIError(404, f"no response {parsed.previous_response_id!r}", code="response_not_found",
+                               param="previous_response_id")
+        messages = R.to_messages(parsed, earlier)
+        chat = _validate(ChatRequest, R.to_chat(parsed, messages))
+        model = resolve(chat.model)
+        req, rid = prepare(model, chat), R.new_id("resp")
+
+        def keep(stored: dict[str, Any]) -> None:
+            if parsed.store:
+                gw.responses.put(rid, user, messages + [stored])
+
+        if parsed.stream:
+            inner = await stream_response(gw, model, "chat", req, user)
+            if not isinstance(inner, StreamingResponse):  # refused before the stream opened: the same error
+                return inner
+            tr = R.StreamTranslator(parsed, rid, model.config.id)
+            return StreamingResponse(R.events(tr, inner.body_iterator, keep), media_type="text/event-stream",
+                                     headers={BACKEND_HEADER: inner.headers.get(BACKEND_HEADER, ""),
+                                              "cache-control": "no-cache"})
+        inner = await whole_response(gw, model, "chat", req, user)
+        if inner.status_code >= 400:
+            return inner
+        completion = json.loads(inner.body)
+        output, stored, incomplete = R.from_chat(completion)
+        keep(stored)
+        doc = R.response_object(parsed, rid, model.config.id, output, "incomplete" if incomplete else "completed",
+                                completion.get("usage") or {}, int(time.time()), incomplete)
+        return JSONResponse(doc, headers={BACKEND_HEADER: inner.headers.get(BACKEND_HEADER, "")})
+
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
         return await embeddings_response(gw, _validate(EmbeddingRequest, await read_json_body(request, limit)))

@@ -75,26 +75,21 @@ class EngineFailure:
         return cls(500, f"{type(e).__name__}: {e}"[:500], "server_error")
 
 
-class ChatCompletion(TypedDict, total=False):
+class _OpenAIObject(TypedDict, total=False):
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, int]
+
+
+class ChatCompletion(_OpenAIObject, total=False):
     """OpenAI's chat.completion object, as engines return it (the gateway validated the request first)."""
 
-    id: str
-    object: str
-    created: int
-    model: str
-    choices: list[dict[str, Any]]
-    usage: dict[str, int]
 
-
-class ChatCompletionChunk(TypedDict, total=False):
+class ChatCompletionChunk(_OpenAIObject, total=False):
     """OpenAI's chat.completion.chunk (or text_completion for /v1/completions); the last may carry `usage`."""
-
-    id: str
-    object: str
-    created: int
-    model: str
-    choices: list[dict[str, Any]]
-    usage: dict[str, int]
 
 
 StreamItem = Union[ChatCompletionChunk, EngineFailure]  # what a replica streams, batched in lists
