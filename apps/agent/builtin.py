@@ -189,7 +189,7 @@ def _search_tool(name: str, description: str, searcher: Searcher, collection: st
             parts.append(f"[{i}] {where}\n{h.get('text', '')}")
         return "\n\n".join(parts)
 
-    return Tool(name, description, SearchArgs, run, timeout_s=60.0, retries=1)
+    return Tool(name, description, SearchArgs, run, timeout_s=60.0, retries=1, idempotent=True)
 
 
 def builtin_registry(config: Any = None, file_roots: list[str] | None = None,
@@ -212,13 +212,13 @@ def builtin_registry(config: Any = None, file_roots: list[str] | None = None,
 
     reg = ToolRegistry(max_output_chars=max_output_chars)
     reg.register(Tool("calculator", "Evaluate an arithmetic expression exactly.",
-                      CalculatorArgs, _calculator, timeout_s=5.0))
+                      CalculatorArgs, _calculator, timeout_s=5.0, idempotent=True))
     reg.register(Tool("current_time", "Current date and time in a timezone.", TimeArgs, _now,
-                      timeout_s=5.0))
+                      timeout_s=5.0, idempotent=True))
     reg.register(Tool("read_file", "Read a text file from the allowed folders (read-only).",
-                      ReadFileArgs, reader.read, timeout_s=10.0))
+                      ReadFileArgs, reader.read, timeout_s=10.0, idempotent=True))
     reg.register(Tool("list_files", "List a folder inside the allowed folders.", ListFilesArgs,
-                      reader.list, timeout_s=10.0))
+                      reader.list, timeout_s=10.0, idempotent=True))
     reg.register(_search_tool("search_documents", "Search the document collection; returns passages.",
                               rag or rag_searcher(config, collection, apps_client), collection))
     reg.register(_search_tool("search_videos", "Search indexed videos (transcripts, on-screen text).",

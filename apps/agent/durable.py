@@ -60,3 +60,34 @@ def driving(trace: Any) -> Iterator[None]:
     finally:
         with _LOCK:
             _LIVE.discard(trace.run_id)
+
+
+def finish_interrupted(runner: Any, trace: Any) -> str:
+    """Complete the step whose tool calls were running when the process died: idempotent calls run again, the
+    others are reported as interrupted (never repeated: they may have taken effect). Returns the trace note."""
+    from apps.agent import protocol as P
+
+    st = trace.state
+    cut = set(st.pop("in_flight", None) or [])
+    if not cut or not trace.steps:
+        return f"resumed after an interruption, from step {len(trace.steps)}"
+    step = trace.steps[-1]
+    again, reported = [], []
+    for rec in step.calls:
+        if rec.id not in cut:
+            continue
+        tool = runner.registry.get(rec.tool)
+        if tool is not None and tool.idempotent:
+            again.append((P.Call(rec.id, rec.tool, rec.args), rec))
+        else:
+            rec.status = "error"
+            rec.error = (f"interrupted while it ran; not repeated because {rec.tool} is not idempotent (it may "
+                         "or may not have taken effect)")
+            reported.append(rec.tool)
+    runner._execute(again, trace)
+    obs = [(P.Call(r.id, r.tool, None), r.result if r.status == "ok" else (r.error or ""), r.status != "ok")
+           for r in step.calls if r.status != "pending"]
+    st["messages"] += P.observation_messages(trace.mode, obs, task=trace.task)
+    parts = [f"repeated {', '.join(c.tool for c, _ in again)}" if again else "",
+             f"reported {', '.join(reported)} as interrupted" if reported else ""]
+    return f"resumed after an interruption in step {step.index}: " + "; ".join(p for p in parts if p)

@@ -19,7 +19,7 @@ from apps.agent import protocol as P
 from apps.agent.agents import ASK_PREFIX, HANDOFF_PREFIX, AgentSpec, ask_tool, check_agents, handoff_tool
 from apps.agent.chat_model import ChatModel, ModelError
 from apps.agent import sessions
-from apps.agent.durable import driving, interruption
+from apps.agent.durable import driving, finish_interrupted, interruption
 from apps.agent.guardrails import Guardrails, classifier
 from apps.agent.tools import Tool, ToolRegistry
 from apps.agent.trace import CallRecord, PendingCall, Step, Trace, TraceStore
@@ -84,8 +84,8 @@ class AgentRunner:
         if why:
             raise ValueError(why)
         st = trace.state
-        st.pop("pending_calls", None)  # of the step that did not complete: its model turn is asked again
-        note = f"resumed after an interruption, from step {len(trace.steps)}"
+        st.pop("pending_calls", None)  # of a model turn that did not complete: it is asked again
+        note = finish_interrupted(self, trace)
         self._record(trace, Step(index=len(trace.steps), agent=st["agent"], kind="resume", note=note), on_event)
         _emit(on_event, {"type": "run", "run_id": trace.run_id, "agent": st["agent"], "task": trace.task,
                          "mode": trace.mode, "resumed": True})
@@ -269,7 +269,11 @@ class AgentRunner:
                 announce()
                 return "guardrail", trip
         begin = time.perf_counter()
+        if depth == 0 and to_run:  # a crash while these run: the resumed run knows which were cut short
+            st["in_flight"] = [c.id for c, _ in to_run]
+            self._checkpoint(trace)
         self._execute(to_run, trace, depth, on_event)
+        st.pop("in_flight", None)
         step.tool_ms = round((time.perf_counter() - begin) * 1000, 2)
         for call, rec in to_run:
             trip = guard.check_input(rec.result or "", f"the result of {call.tool}") if rec.status == "ok" else None

@@ -218,9 +218,11 @@ class MCPToolProvider:
             log.warning("MCP tool %s refused: %s", name, why)
             return
         dangerous = cfg.dangerous is True or (isinstance(cfg.dangerous, list) and d.name in cfg.dangerous)
+        hints = getattr(d, "annotations", None)
+        idempotent = bool(getattr(hints, "idempotent_hint", None) or getattr(hints, "read_only_hint", None))
         self.registry.register(Tool(name, (getattr(d, "description", None) or d.name)[:1000], None,
                                     lambda args, _t=d.name: conn.call(_t, args), dangerous=dangerous,
-                                    timeout_s=cfg.timeout_s + 5, schema=dict(schema)))
+                                    timeout_s=cfg.timeout_s + 5, schema=dict(schema), idempotent=idempotent))
 
     def connect_all(self) -> None:
         for name, conn in self.connections.items():

@@ -44,6 +44,9 @@ class Tool:
     retries: int = 0  # extra attempts after a retryable ToolError or an unexpected exception
     retry_backoff_s: float = 0.2
     schema: dict[str, Any] | None = None  # a JSON schema for tools declared elsewhere; `fn` gets the dict
+    # Safe to run again with the same arguments (reads, pure functions): a call cut short by a crash is repeated
+    # when its run resumes. Anything else is reported as interrupted instead (apps/agent/durable.py).
+    idempotent: bool = False
 
     def json_schema(self) -> dict[str, Any]:
         if self.schema is not None:

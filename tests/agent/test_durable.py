@@ -30,7 +30,7 @@ WORKER = textwrap.dedent('''
     from apps.agent.trace import TraceStore
     from cluster.config import AgentConfig
 
-    base, data, log, url = sys.argv[1:5]
+    base, data, log, url, idempotent = sys.argv[1:6]
 
     class NoArgs(BaseModel):
         pass
@@ -43,8 +43,8 @@ WORKER = textwrap.dedent('''
         open(log, "a").write("block\\n")
         time.sleep(600)
 
-    reg = ToolRegistry([Tool("count", "count once", NoArgs, count), Tool("block", "never returns", NoArgs, block,
-                                                                        timeout_s=900)])
+    reg = ToolRegistry([Tool("count", "count once", NoArgs, count),
+                        Tool("block", "never returns", NoArgs, block, timeout_s=900, idempotent=idempotent == "1")])
     agents = {"worker": AgentSpec("worker", "Work.", tools=["count", "block"])}
     conf = AgentConfig(mode="react", data_dir=data)
     from apps.agent.run_store import SQLRunStore
@@ -55,7 +55,7 @@ WORKER = textwrap.dedent('''
 ''')
 
 
-def _registry(log: Path):
+def _registry(log: Path, idempotent: bool):
     from pydantic import BaseModel
 
     from apps.agent.tools import Tool, ToolRegistry
@@ -68,8 +68,13 @@ def _registry(log: Path):
             f.write("count\n")
         return "counted"
 
+    def block(_):
+        with open(log, "a") as f:
+            f.write("block-again\n")
+        return "unblocked"
+
     return ToolRegistry([Tool("count", "count once", NoArgs, count),
-                         Tool("block", "never returns", NoArgs, lambda _: "unblocked")])
+                         Tool("block", "returns at once now", NoArgs, block, idempotent=idempotent)])
 
 
 @pytest.fixture(params=["sqlite", "postgres", "file"])
@@ -81,8 +86,10 @@ def store_url(request, tmp_path):
     return "file"
 
 
-def test_a_killed_run_resumes_from_its_last_completed_step(tmp_path, store_url):
-    """The run's process is SIGKILLed mid-step; another process resumes it from the shared store."""
+@pytest.mark.parametrize("idempotent", [False, True])
+def test_a_killed_run_resumes_from_its_last_completed_step(tmp_path, store_url, idempotent):
+    """The run's process is SIGKILLed while a tool runs; another process resumes it from the shared store: the
+    completed step is not run again, the cut-short call is repeated only if its tool is idempotent."""
     from apps.agent.run_store import SQLRunStore
 
     from apps.agent.agents import AgentSpec
@@ -94,7 +101,8 @@ def test_a_killed_run_resumes_from_its_last_completed_step(tmp_path, store_url):
     turns = [react({"tool": "count", "args": {}}), react({"tool": "block", "args": {}}),
              react({"final_answer": "done after the restart"})]
     with ScriptedChatServer(turns) as chat:
-        proc = subprocess.Popen([sys.executable, "-c", WORKER, chat.base_url, str(data), str(log), store_url], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-c", WORKER, chat.base_url, str(data), str(log), store_url,
+                                 "1" if idempotent else "0"], cwd=ROOT,
                                 stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         run_id = json.loads(proc.stdout.readline())["run_id"]  # the "run" event comes first
         deadline = time.monotonic() + 120
@@ -106,15 +114,21 @@ def test_a_killed_run_resumes_from_its_last_completed_step(tmp_path, store_url):
         proc.wait(timeout=30)
         store = TraceStore(data) if store_url == "file" else SQLRunStore(store_url)
         saved = store.get(run_id)
-        assert saved.status == "running" and [c.tool for s in saved.steps for c in s.calls] == ["count"]
+        assert saved.status == "running" and [c.tool for s in saved.steps for c in s.calls] == ["count", "block"]
+        assert saved.state["in_flight"] == [saved.steps[-1].calls[0].id]
 
         agents = {"worker": AgentSpec("worker", "Work.", tools=["count", "block"])}
-        runner = AgentRunner(ChatModel(chat.base_url, None, "scripted"), _registry(log), agents,
+        runner = AgentRunner(ChatModel(chat.base_url, None, "scripted"), _registry(log, idempotent), agents,
                              AgentConfig(mode="react", data_dir=str(data)), store)
         trace = runner.resume_interrupted(run_id)
     assert trace.stopped_reason == "final_answer" and trace.answer == "done after the restart"
     assert [s.kind for s in trace.steps][-2:] == ["resume", "model"]
-    assert log.read_text().splitlines() == ["count", "block"]  # the completed step's tool ran once
+    block = trace.steps[1].calls[0]
+    if idempotent:  # cut short, safe to repeat: repeated
+        assert log.read_text().splitlines() == ["count", "block", "block-again"] and block.result == "unblocked"
+    else:  # cut short, maybe took effect: reported, never repeated
+        assert log.read_text().splitlines() == ["count", "block"] and "not idempotent" in block.error
+    assert "interruption in step 1" in trace.steps[-2].note
     assert store.get(run_id).status == "done"
     with pytest.raises(ValueError, match="is done, not interrupted"):
         runner.resume_interrupted(run_id)
