@@ -86,18 +86,6 @@ def build_tab(ctx) -> None:
     with gr.Row():
         approve = gr.Button("Approve pending call", elem_id="agent-approve")
         reject = gr.Button("Reject pending call", variant="stop", elem_id="agent-reject")
-    with gr.Accordion("Past runs", open=False):
-        refresh = gr.Button("Refresh", elem_id="agent-refresh")
-        runs = gr.Dataframe(headers=["run_id", "agent", "task", "stopped_reason", "steps", "answer"],
-                            interactive=False, elem_id="agent-runs")
-        run_id = gr.Textbox(label="Run id", elem_id="agent-run-id")
-        show = gr.Button("Show trace")
-        resume = gr.Button("Resume this run (interrupted mid-run)", elem_id="agent-resume")
-        sessions_btn = gr.Button("List sessions", elem_id="agent-sessions-list")
-        sessions = gr.Dataframe(headers=["session_id", "turns", "updated"], interactive=False,
-                                elem_id="agent-sessions")
-        trace = gr.JSON(label="Trace", elem_id="agent-trace")
-
     def start(text: str, name: str, sid: str, history: list, st: dict):
         if not text or not text.strip():
             raise gr.Error("Type a task first.")
@@ -123,6 +111,31 @@ def build_tab(ctx) -> None:
                 yield history + [{"role": "assistant", "content": f"Error: {e}"}], st, "error"
         return fn
 
+    run.click(start, [task, agent, session, chat, state], [chat, state, status])
+    task.submit(start, [task, agent, session, chat, state], [chat, state, status])
+    approve.click(decide(True), [chat, state], [chat, state, status])
+    reject.click(decide(False), [chat, state], [chat, state, status])
+
+    _runs_section(client, chat, state, status)
+    _mcp_section(client)
+
+
+def _runs_section(client, chat, state, status) -> None:
+    """Past runs: list them, show a trace, resume one interrupted mid-run; the user's sessions."""
+    import gradio as gr
+
+    with gr.Accordion("Past runs", open=False):
+        refresh = gr.Button("Refresh", elem_id="agent-refresh")
+        runs = gr.Dataframe(headers=["run_id", "agent", "task", "stopped_reason", "steps", "answer"],
+                            interactive=False, elem_id="agent-runs")
+        run_id = gr.Textbox(label="Run id", elem_id="agent-run-id")
+        show = gr.Button("Show trace")
+        resume = gr.Button("Resume this run (interrupted mid-run)", elem_id="agent-resume")
+        sessions_btn = gr.Button("List sessions", elem_id="agent-sessions-list")
+        sessions = gr.Dataframe(headers=["session_id", "turns", "updated"], interactive=False,
+                                elem_id="agent-sessions")
+        trace = gr.JSON(label="Trace", elem_id="agent-trace")
+
     def list_runs():
         rows = client.request("GET", f"{PREFIX}/runs")["runs"]
         return [[r["run_id"], r["agent"], _short(r["task"], 80), r["stopped_reason"], r["steps"],
@@ -144,13 +157,9 @@ def build_tab(ctx) -> None:
         except Exception as e:  # noqa: BLE001 - e.g. 409: the run is not interrupted
             yield history + [{"role": "assistant", "content": f"Error: {getattr(e, 'message', e)}"}], st, "error"
 
-    run.click(start, [task, agent, session, chat, state], [chat, state, status])
-    resume.click(resume_run, [run_id, chat, state], [chat, state, status])
-    task.submit(start, [task, agent, session, chat, state], [chat, state, status])
-    approve.click(decide(True), [chat, state], [chat, state, status])
-    reject.click(decide(False), [chat, state], [chat, state, status])
     refresh.click(list_runs, None, runs)
     show.click(get_trace, run_id, trace)
+    resume.click(resume_run, [run_id, chat, state], [chat, state, status])
 
     def list_sessions():
         import datetime as dt
@@ -160,7 +169,6 @@ def build_tab(ctx) -> None:
                 for s in rows]
 
     sessions_btn.click(list_sessions, None, sessions)
-    _mcp_section(client)
 
 
 def mcp_rows(servers: list[dict]) -> list[list]:

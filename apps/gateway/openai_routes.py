@@ -75,6 +75,56 @@ def build_api(gw: Any) -> FastAPI:
     async def completions(request: Request) -> Response:
         return await generate(request, "completions", CompletionRequest)
 
+    _add_responses(app, gw, resolve, prepare, limit)
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Response:
+        return await embeddings_response(gw, _validate(EmbeddingRequest, await read_json_body(request, limit)))
+
+    _add_info_routes(app, gw)
+    return app
+
+
+def _add_info_routes(app: FastAPI, gw: Any) -> None:
+    """Models, health, metrics and status."""
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "conductor",
+                 "backends": [b.name for b in r.backends]} for m, r in gw.router.models.items()]
+        data.append({"id": gw.config.embeddings.id, "object": "model", "created": 0, "owned_by": "conductor",
+                     "backends": ["embedder"]})
+        return {"object": "list", "data": data}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> dict[str, Any]:
+        found = next((m for m in (await models())["data"] if m["id"] == model_id), None)
+        if found is None:
+            raise APIError(404, f"model {model_id!r} does not exist", code="model_not_found", param="model")
+        return found
+
+    @app.get("/healthz")
+    @public
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "models": gw.router.status()}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        from prometheus_client import generate_latest
+
+        from apps.limits import REGISTRY
+
+        return Response(gw.metrics.render() + generate_latest(REGISTRY),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/v1/status")
+    async def status() -> dict[str, Any]:
+        return await gw.status()
+
+
+def _add_responses(app: FastAPI, gw: Any, resolve: Any, prepare: Any, limit: int) -> None:
+    """`POST /v1/responses` (apps/gateway/responses.py): validated as itself, served as a chat request."""
+
     @app.post("/v1/responses")
     async def responses(request: Request) -> Response:
         from apps.gateway import responses as R
@@ -113,45 +163,6 @@ def build_api(gw: Any) -> FastAPI:
         doc = R.response_object(parsed, rid, model.config.id, output, "incomplete" if incomplete else "completed",
                                 completion.get("usage") or {}, int(time.time()), incomplete)
         return JSONResponse(doc, headers={BACKEND_HEADER: inner.headers.get(BACKEND_HEADER, "")})
-
-    @app.post("/v1/embeddings")
-    async def embeddings(request: Request) -> Response:
-        return await embeddings_response(gw, _validate(EmbeddingRequest, await read_json_body(request, limit)))
-
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": "conductor",
-                 "backends": [b.name for b in r.backends]} for m, r in gw.router.models.items()]
-        data.append({"id": gw.config.embeddings.id, "object": "model", "created": 0, "owned_by": "conductor",
-                     "backends": ["embedder"]})
-        return {"object": "list", "data": data}
-
-    @app.get("/v1/models/{model_id:path}")
-    async def model(model_id: str) -> dict[str, Any]:
-        found = next((m for m in (await models())["data"] if m["id"] == model_id), None)
-        if found is None:
-            raise APIError(404, f"model {model_id!r} does not exist", code="model_not_found", param="model")
-        return found
-
-    @app.get("/healthz")
-    @public
-    async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "models": gw.router.status()}
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        from prometheus_client import generate_latest
-
-        from apps.limits import REGISTRY
-
-        return Response(gw.metrics.render() + generate_latest(REGISTRY),
-                        media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    @app.get("/v1/status")
-    async def status() -> dict[str, Any]:
-        return await gw.status()
-
-    return app
 
 
 def _usage(resp: dict[str, Any]) -> tuple[int, int]:
