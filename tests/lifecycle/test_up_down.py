@@ -204,13 +204,6 @@ def test_cli_goes_through_the_running_server(env, tmp_path):
     assert "already accessed" not in r.stderr
 
 
-def test_down_stops_everything(env):
-    r = subprocess.run([CONDUCTOR, "down"], env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    r = subprocess.run([CONDUCTOR, "status"], env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 1 and "no Conductor cluster" in r.stderr
-
-
 def test_the_readme_mcp_example_runs_against_a_keyless_server(env):
     """The README's MCP client block, as written (only the port is this server's): loopback, no keys."""
     import re
@@ -222,3 +215,10 @@ def test_the_readme_mcp_example_runs_against_a_keyless_server(env):
                        env={k: v for k, v in env.items() if not k.startswith("_")})
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip() == "396"
+
+
+def test_down_stops_everything(env):
+    r = subprocess.run([CONDUCTOR, "down"], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run([CONDUCTOR, "status"], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "no Conductor cluster" in r.stderr
