@@ -89,11 +89,12 @@ CLASSIFIER_PROMPT = ("You are a content guard. Decide whether the following {sid
                      "Answer with exactly one word: ALLOW or BLOCK.")
 
 
-def classifier(chat: Any) -> Callable[[str, str, str], bool]:
-    """A classify(model, side, text) over the agent's chat API; an unavailable classifier blocks (fails closed)."""
+def classifier(chat: Callable[[], Any]) -> Callable[[str, str, str], bool]:
+    """A classify(model, side, text) over the agent's chat API (`chat()`: the runner's current ChatModel); an
+    unavailable classifier blocks (fails closed)."""
     def classify(model: str, side: str, text: str) -> bool:
         try:
-            reply = chat.complete([{"role": "system", "content": CLASSIFIER_PROMPT.format(side=side)},
+            reply = chat().complete([{"role": "system", "content": CLASSIFIER_PROMPT.format(side=side)},
                                    {"role": "user", "content": text[:8000]}], model=model, max_tokens=3,
                                   temperature=0)
         except Exception:  # noqa: BLE001 - a guard that cannot answer must not wave the text through

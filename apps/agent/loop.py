@@ -36,6 +36,7 @@ class AgentRunner:
         self.model, self.registry, self.agents = model, registry, agents
         self.cfg = cfg or AgentConfig()
         self.store = store
+        self._guards: dict[str, Guardrails] = {}
         check_agents(agents, set(registry.names()))
 
     # --- public API ------------------------------------------------------------------------------------------
@@ -71,8 +72,11 @@ class AgentRunner:
             return self._drive(trace, on_event)
 
     def _guard(self, agent: str) -> Guardrails:
-        cfg = self.agents[agent].guardrails or self.cfg.guardrails
-        return Guardrails(cfg, classifier(self.model))
+        """The agent's guardrails, compiled once per runner (they are checked on every step)."""
+        if agent not in self._guards:
+            self._guards[agent] = Guardrails(self.agents[agent].guardrails or self.cfg.guardrails,
+                                             classifier(lambda: self.model))
+        return self._guards[agent]
 
     def resume_interrupted(self, trace: Trace | str, on_event: Event | None = None) -> Trace:
         """Continue a run whose process died mid-run, from its last completed step (apps/agent/durable.py)."""

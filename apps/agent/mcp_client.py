@@ -55,7 +55,8 @@ class MCPConnection:
         self.error: str | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------------------
-    def _target(self) -> Any:
+    def _target(self, stack: Any) -> Any:
+        """What the SDK's Client connects to; an HTTP client made here is closed with `stack`."""
         from mcp.client.stdio import StdioServerParameters
 
         if self.cfg.command:
@@ -74,14 +75,17 @@ class MCPConnection:
         # No read timeout here: one slow call must not take the session down; each call has its own (call()).
         http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"} if token else {},
                                   timeout=httpx2.Timeout(None, connect=5.0))
+        stack.push_async_callback(http.aclose)  # the SDK leaves a client it was given open
         return streamable_http_client(self.cfg.url, http_client=http)
 
     async def _hold(self, ready: Future) -> None:
+        from contextlib import AsyncExitStack
+
         from mcp import Client
 
         self._stop = asyncio.Event()
         try:
-            async with Client(self._target()) as client:
+            async with AsyncExitStack() as stack, Client(self._target(stack)) as client:
                 listed = await asyncio.wait_for(client.list_tools(), self.cfg.startup_timeout_s)
                 self._client = client
                 ready.set_result(list(listed.tools))
@@ -136,7 +140,8 @@ class MCPConnection:
             return
         if stop is not None:
             loop.call_soon_threadsafe(stop.set)
-        loop.call_later(5.0, loop.stop)
+        # The loop belongs to another thread: schedule on it, giving the session 5 s to close its transport.
+        loop.call_soon_threadsafe(loop.call_later, 5.0, loop.stop)
 
     def status(self) -> dict[str, Any]:
         connected = self._client is not None

@@ -39,21 +39,23 @@ class MessageItem(_Strict):
     status: str | None = None
 
 
-class FunctionCallItem(_Strict):
-    type: Literal["function_call"]
+class _CallItem(_Strict):
+    """What a function call and its output share: the call id that pairs them, and the echo fields of an item."""
+
     call_id: str = Field(..., min_length=1, max_length=256)
+    id: str | None = None
+    status: str | None = None
+
+
+class FunctionCallItem(_CallItem):
+    type: Literal["function_call"]
     name: str = Field(..., min_length=1, max_length=64)
     arguments: str = Field(..., max_length=1_000_000)
-    id: str | None = None
-    status: str | None = None
 
 
-class FunctionCallOutputItem(_Strict):
+class FunctionCallOutputItem(_CallItem):
     type: Literal["function_call_output"]
-    call_id: str = Field(..., min_length=1, max_length=256)
     output: str = Field(..., max_length=1_000_000)
-    id: str | None = None
-    status: str | None = None
 
 
 class FunctionTool(_Strict):

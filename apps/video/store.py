@@ -26,7 +26,6 @@ class VideoStore:
 
         self.store = ClientStore(url=url, api_key=api_key, path=None if url else location)
         self.collection = collection
-        self.remote = bool(url)
         dims = {**{n: text_dim for n in TEXT_VECTORS}, "visual": visual_dim}
         if clip_dim:
             dims["clip"] = clip_dim
