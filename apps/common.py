@@ -156,10 +156,19 @@ async def stream_body_to(request: Request, f: Any, limit: int) -> int:
     return size
 
 
+def guard_secrets(config: ConductorConfig) -> list[str | None]:
+    """The secrets every ingress's guard needs: the accounting database's URL, where virtual keys live."""
+    return [config.server.accounting.db_url_env]
+
+
 def config_ingress_app(build_asgi: Any, options: dict[str, Any], config: ConductorConfig) -> Any:
     """A bound Serve application whose replica rebuilds `config` from a dict and builds its FastAPI app with
     `build_asgi(config)` inside the replica (apps holding Gradio blocks or closures cannot be pickled)."""
     from ray import serve
+
+    from deployments.secrets import with_secrets
+
+    options = with_secrets(options, guard_secrets(config))
 
     @serve.ingress()
     class ConfigIngress:

@@ -15,7 +15,6 @@ the key (401), the user's rate limit (429), the JSON body limit (413, chunked bo
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import re
@@ -23,6 +22,7 @@ from typing import Any, Callable
 from urllib.parse import unquote, urlsplit
 
 from apps.client import ON_BEHALF_HEADER  # honoured only with the internal key: an app acting for a user
+from apps.keys import hash_key
 from cluster.config import ConductorConfig
 
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
@@ -76,10 +76,6 @@ def raw_upload(*content_types: str) -> Callable[[Callable], Callable]:
         return fn
 
     return mark
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def load_api_keys(config: ConductorConfig) -> dict[str, str]:
@@ -233,7 +229,8 @@ class Guard:
         self.required = keys_required(config, self.keys)
         internal = config.server.internal_api_key
         self.internal_digest = hash_key(internal) if internal else None
-        counter = make_counter(config.server.redis_url)
+        counter = self.counter = make_counter(config.server.redis_url)
+        self._vkeys: Any = None
         self.limiter = RateLimiter(config.server.rate_limit_per_minute, counter, scope="user")
         self.lockout = RateLimiter(config.server.auth_failures_per_minute, counter, scope="authfail")
         self.max_body = max_body_bytes
@@ -241,17 +238,59 @@ class Guard:
     def _user_for(self, digest: str) -> str | None:
         return next((u for h, u in self.keys.items() if hmac.compare_digest(h, digest)), None)
 
+    def _key_store(self) -> Any:
+        """The virtual keys (apps/keys.py), opened on first use: an app whose callers never send one never opens
+        the accounting database."""
+        if self._vkeys is None:
+            from apps.keys import open_key_store
+
+            self._vkeys = open_key_store(self.config)
+        return self._vkeys
+
+    async def _virtual_key(self, scope: dict[str, Any], digest: str
+                           ) -> tuple[Any, tuple[int, str, str, str, dict[str, str] | None] | None]:
+        """(the virtual key with this digest or None, a refusal when it exists but may not be used now)."""
+        import asyncio
+
+        from apps.keys import Refused
+        from apps.limits import RateLimiter
+
+        try:
+            key = await asyncio.to_thread(self._key_store().lookup, digest)
+        except Exception:  # noqa: BLE001 - the key database is down and this key was never seen here
+            return None, (503, "the key database is unavailable; try again shortly", "service_unavailable",
+                          "key_store_unavailable", {"Retry-After": "5"})
+        if key is None:
+            return None, None
+        try:
+            key.check_usable()
+        except Refused as e:
+            return None, (e.status, e.message, "authentication_error", e.code, None)
+        if key.rpm:
+            ok, retry = await RateLimiter(key.rpm, self.counter, scope="vkey").allow(key.id)
+            if not ok:
+                return None, (429, f"API key {key.id} is limited to {key.rpm} requests/minute", "rate_limit_error",
+                              "rate_limited", {"Retry-After": str(retry)})
+        scope.setdefault("state", {})["virtual_key"] = key
+        return key, None
+
     async def _authenticate(self, scope: dict[str, Any], headers: Any, route: RouteInfo
                             ) -> tuple[str | None, tuple[int, str, str, str, dict[str, str] | None] | None]:
         """(user, None) or (None, the refusal: status, message, type, code, headers)."""
         from starlette.requests import cookie_parser
 
+        from apps.keys import KEY_PREFIX
         from apps.limits import AUTH_FAILURES
 
-        if not self.required or route.public:
-            return LOCAL_USER, None
-        key = bearer_key(headers)
+        key = bearer_key(headers) if not route.public else None
         digest = hash_key(key) if key else ""
+        virtual = bool(key and key.startswith(KEY_PREFIX))
+        if not self.required or route.public:
+            if virtual:  # a virtual key is held to its limits even where no key is required
+                found, refusal = await self._virtual_key(scope, digest)
+                if refusal is not None or found is not None:
+                    return (None, refusal) if refusal else (found.user, None)
+            return LOCAL_USER, None
         address = (scope.get("client") or ("unknown", 0))[0]
         if digest and self.internal_digest and hmac.compare_digest(digest, self.internal_digest):
             acting = _on_behalf(headers)
@@ -264,6 +303,14 @@ class Guard:
             return None, (429, f"too many requests with a wrong API key from this address; retry in {retry}s",
                           "rate_limit_error", "auth_locked_out", {"Retry-After": str(retry)})
         user = self._user_for(digest) if digest else None
+        if user is None and virtual:
+            found, refusal = await self._virtual_key(scope, digest)
+            if refusal is not None:
+                if refusal[0] == 401:
+                    AUTH_FAILURES.labels(outcome="refused").inc()
+                    await self.lockout.allow(address)
+                return None, refusal
+            user = found.user if found is not None else None
         if user is None and route.ui_app is not None:
             user = ui_session_user(route.ui_app, cookie_parser(headers.get("cookie", "")))
         if user is None:

@@ -119,6 +119,19 @@ class EmbeddingsConfig(_Strict):
     resources: DeploymentResources = Field(default_factory=lambda: DeploymentResources(num_cpus=0.25))
 
 
+class AccountingConfig(_Strict):
+    """Virtual keys, budgets and the spend log (apps/keys.py, apps/gateway/spend.py), in one database."""
+
+    db_url_env: str | None = Field(None, description="Env var holding a PostgreSQL URL (gateway replicas on several "
+                                   "machines); default a SQLite file in data_dir (every replica of one machine).")
+    data_dir: str = Field("~/.conductor/gateway", description="Where the SQLite file (accounting.sqlite3) lives.")
+    retention_days: int = Field(90, ge=1, description="Spend rows older than this are deleted.")
+    buffer_rows: int = Field(10_000, ge=10, description="Spend rows held in memory while the database is down; "
+                             "past it the oldest are dropped (conductor_spend_rows_dropped_total).")
+    key_cache_s: float = Field(2.0, ge=0, description="How long a replica trusts a virtual key it looked up: a key "
+                               "revoked through another replica stops working within this.")
+
+
 class ServerConfig(_Strict):
     host: str = Field("127.0.0.1", description="Serve HTTP bind address; loopback unless you mean to expose it.")
     port: int = Field(8000, ge=1, le=65535)
@@ -163,6 +176,7 @@ class ServerConfig(_Strict):
     gateway: DeploymentResources = Field(
         default_factory=lambda: DeploymentResources(num_cpus=0.2, max_ongoing_requests=256)
     )
+    accounting: AccountingConfig = Field(default_factory=AccountingConfig)
 
 
 class RayConfig(_Strict):

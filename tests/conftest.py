@@ -107,7 +107,9 @@ def _extra_models(hosted, trained: Path) -> list[dict]:
                                       hosted_backend("hosted-b", hosted["b"].base_url)]},
         {"id": "flaky", "backends": [hosted_backend("dead-port", f"http://127.0.0.1:{free_port()}/v1"),
                                      hosted_backend("flaky-b", hosted["b"].base_url)]},
-        {"id": "echo", "backends": [{"name": "echo-local", "engine": "echo", "resources": {"num_cpus": 0.05}}]},
+        # Priced as a hosted API would be, so virtual keys' budgets mean something for a local engine too.
+        {"id": "echo", "backends": [{"name": "echo-local", "engine": "echo", "resources": {"num_cpus": 0.05},
+                                     "cost_per_1k_input": 1.0, "cost_per_1k_output": 1.0}]},
         # One slow request at a time and one waiting: the rest must be shed with 503 + Retry-After.
         {"id": "tiny-queue", "backends": [{"name": "echo-slow", "engine": "echo", "options": {"delay_s": 2.0},
                                            "resources": {"num_cpus": 0.05, "max_ongoing_requests": 1,

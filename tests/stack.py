@@ -13,6 +13,7 @@ from cluster.config import ConductorConfig, load_config
 
 API_KEY = "test-key-0123456789"
 OTHER_KEY = "other-key-9876543210"  # a second user, for ownership and cache-isolation tests
+ADMIN_KEY = "admin-key-5555555555"  # server.admin_users: manages virtual keys
 
 
 @dataclass
@@ -59,6 +60,8 @@ def test_config(tmp: Path, port: int, extra_models: list[dict] | None = None,
         "CONDUCTOR__VIDEO__DATA_DIR": str(tmp / "video"),
         "CONDUCTOR__AGENT__DATA_DIR": str(tmp / "agent"),
         "CONDUCTOR__TRAINING__RUNS_DIR": str(tmp / "runs"),
+        "CONDUCTOR__SERVER__ACCOUNTING__DATA_DIR": str(tmp / "gateway"),
+        "CONDUCTOR__SERVER__ADMIN_USERS": '["admin"]',
     })
     cfg = load_config(environ=env)
     data = cfg.model_dump()
@@ -72,7 +75,7 @@ def start_stack(tmp: Path, port: int, extra_models: list[dict] | None = None, on
                 agent_extra: dict | None = None) -> Stack:
     from cluster.serve_app import deploy
 
-    os.environ["CONDUCTOR_API_KEYS"] = f"tester:{API_KEY},other:{OTHER_KEY}"
+    os.environ["CONDUCTOR_API_KEYS"] = f"tester:{API_KEY},other:{OTHER_KEY},admin:{ADMIN_KEY}"
     os.environ["CONDUCTOR_API_KEY"] = API_KEY
     os.environ["CONDUCTOR_BASE_URL"] = f"http://127.0.0.1:{port}"
     cfg = test_config(tmp, port, extra_models, agent_extra)

@@ -54,8 +54,8 @@ def test_the_ui_builds_a_plugin_tab():
     from apps.gateway.ui import app_tabs, build_ui
 
     config = ConductorConfig(plugins=[PLUGIN])
-    assert [label for label, _ in app_tabs(config)] == ["Documents", "Agent", "Video", "Detective", "Training",
-                                                         "Toy"]
+    assert [label for label, _ in app_tabs(config)] == ["Keys & spend", "Documents", "Agent", "Video", "Detective",
+                                                         "Training", "Toy"]
     demo = build_ui(config, client=ConductorClient("http://127.0.0.1:9"))
     labels = {getattr(b, "label", None) for b in demo.blocks.values()}
     assert "Toy" in labels

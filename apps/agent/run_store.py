@@ -7,10 +7,7 @@ the whole trace, done after every completed step, so a run killed mid-step is re
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from apps.agent.trace import _ID, Trace
@@ -32,31 +29,16 @@ class SQLRunStore:
     """Runs as rows: the trace's JSON plus the columns the run list filters and sorts on."""
 
     def __init__(self, url: str):
-        self.url = url
-        self.postgres = url.startswith(("postgresql://", "postgres://"))
-        self._p = "%s" if self.postgres else "?"
-        self._local = threading.local()  # one connection per thread (sqlite3 and psycopg connections are not shared)
+        from deployments.sqldb import SQLDatabase
+
+        self.db = SQLDatabase(url)
+        self.url, self.postgres, self._p = url, self.db.postgres, self.db.p
         with self._conn() as c:
             c.execute(_SCHEMA)
             c.execute(_SESSIONS)
 
-    def _connect(self) -> Any:
-        if self.postgres:
-            import psycopg
-
-            return psycopg.connect(self.url, autocommit=False, connect_timeout=10)
-        path = self.url.removeprefix("sqlite:///")
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer; replicas share the file
-        conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
-
     def _conn(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._connect()
-        return _Tx(conn)
+        return self.db.tx()
 
     def save(self, trace: Trace) -> None:
         summary = {"run_id": trace.run_id, "owner": trace.owner, "task": trace.task, "agent": trace.agent,
@@ -111,22 +93,6 @@ class SQLRunStore:
                              f"ORDER BY updated_at DESC LIMIT {int(limit)}", args).fetchall()
         return [{"session_id": r[0], "owner": r[1], "updated_at": r[2], "turns": len(json.loads(r[3]))}
                 for r in rows]
-
-
-class _Tx:
-    """`with store._conn() as c:` — one transaction, committed on success, rolled back on error."""
-
-    def __init__(self, conn: Any):
-        self.conn = conn
-
-    def __enter__(self) -> Any:
-        return self.conn
-
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        if exc_type is None:
-            self.conn.commit()
-        else:
-            self.conn.rollback()
 
 
 def open_run_store(agent_cfg: Any) -> SQLRunStore:

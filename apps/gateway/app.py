@@ -48,6 +48,9 @@ class Gateway:
         self.config = config_from_dict(config)
         self.metrics = GatewayMetrics()
         self.cache = ResponseCache(self.config.server.cache_size)
+        from apps.gateway.accounting import Accounting
+
+        self.accounting = Accounting(self.config, self.metrics)  # virtual keys' budgets and the spend log
         from apps.gateway.responses import ResponseStore
 
         self.responses = ResponseStore()  # the Responses API's stored conversations (previous_response_id)
@@ -128,7 +131,8 @@ def build_gateway(config: ConductorConfig, engine_overrides: dict[str, type] | N
 
     # Hosted engines run inside the gateway replica: it alone receives their keys.
     options = with_secrets(config.server.gateway.serve_options("Gateway"),
-                           [b.api_key_env for m in config.models for b in m.backends if b.name not in handles])
+                           [b.api_key_env for m in config.models for b in m.backends if b.name not in handles]
+                           + [config.server.accounting.db_url_env])
     return serve.deployment(Gateway).options(**options).bind(config.model_dump(), handles,
                                                              embedder_deployment(config.embeddings))
 

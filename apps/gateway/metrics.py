@@ -24,21 +24,24 @@ class _Both:
     def _tags(self, kw: dict[str, str]) -> dict[str, str]:
         return {k: str(kw.get(k, "")) for k in self.labels}
 
+    def _prom(self, tags: dict[str, str]) -> Any:
+        return self.prom.labels(**tags) if self.labels else self.prom
+
     def inc(self, value: float = 1.0, **labels: str) -> None:
         tags = self._tags(labels)
-        self.prom.labels(**tags).inc(value)
+        self._prom(tags).inc(value)
         if self.ray_metric is not None:
             self.ray_metric.inc(value, tags=tags)
 
     def observe(self, value: float, **labels: str) -> None:
         tags = self._tags(labels)
-        self.prom.labels(**tags).observe(value)
+        self._prom(tags).observe(value)
         if self.ray_metric is not None:
             self.ray_metric.observe(value, tags=tags)
 
     def set(self, value: float, **labels: str) -> None:
         tags = self._tags(labels)
-        self.prom.labels(**tags).set(value)
+        self._prom(tags).set(value)
         if self.ray_metric is not None:
             self.ray_metric.set(value, tags=tags)
 
@@ -82,6 +85,15 @@ class GatewayMetrics:
         self.breaker_open = gauge("conductor_breaker_open", "1 while a backend's circuit breaker is open.", mb)
         self.cost = counter("conductor_cost_usd_total", "Estimated spend from configured per-token prices.",
                             ("model", "backend", "user"))
+        self.budget_refusals = counter("conductor_budget_refusals_total", "Requests refused because their key's "
+                                       "budget or tokens-per-minute was spent.", ("kind",))
+        self.accounting_errors = counter("conductor_accounting_errors_total", "Budget checks skipped because the "
+                                         "accounting database failed (the request was served).", ("op",))
+        self.spend_written = counter("conductor_spend_rows_written_total", "Spend log rows written.", ())
+        self.spend_dropped = counter("conductor_spend_rows_dropped_total", "Spend log rows dropped: the buffer "
+                                     "filled while the database was down.", ())
+        self.spend_db_errors = counter("conductor_spend_db_errors_total", "Failed spend log writes (retried).", ())
+        self.spend_buffered = gauge("conductor_spend_rows_buffered", "Spend log rows waiting to be written.", ())
         self.cache_hits = counter("conductor_cache_hits_total", "Responses served from the exact-match cache.", ("model",))
 
     def render(self) -> bytes:

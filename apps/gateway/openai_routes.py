@@ -13,25 +13,16 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import ValidationError
 
 from apps.common import APIError, error_body, install_common, public, read_json_body
+from apps.gateway.accounting import Call
 from apps.gateway.cache import cache_key
 from apps.gateway.router import RoutedModel
 from apps.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+from apps.gateway.schemas import validate as _validate
 from deployments.engines.base import EngineError
 
 BACKEND_HEADER = "x-conductor-backend"
-
-
-def _validate(model_cls: Any, body: dict[str, Any]) -> Any:
-    try:
-        return model_cls.model_validate(body)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise APIError(400, f"{where}: {first.get('msg')}" if where else first.get("msg", "invalid request"),
-                       param=where or None) from None
 
 
 def build_api(gw: Any) -> FastAPI:
@@ -41,11 +32,12 @@ def build_api(gw: Any) -> FastAPI:
     install_common(app, gw.config)
     limit = gw.config.server.max_body_bytes
 
-    def resolve(name: str | None) -> RoutedModel:
+    def resolve(name: str | None, call: Call) -> RoutedModel:
         mid = name or gw.config.default_model
         if mid not in gw.router.models:
             raise APIError(404, f"model {mid!r} does not exist; available: {sorted(gw.router.models)}",
                            code="model_not_found", param="model")
+        gw.accounting.check_model(call, mid)
         return gw.router.models[mid]
 
     def prepare(model: RoutedModel, parsed: Any) -> dict[str, Any]:
@@ -60,12 +52,13 @@ def build_api(gw: Any) -> FastAPI:
     async def generate(request: Request, endpoint: str, model_cls: Any) -> Response:
         body = await read_json_body(request, limit)
         parsed = _validate(model_cls, body)
-        model = resolve(parsed.model)
+        call = Call.of(request)
+        model = resolve(parsed.model, call)
         req = prepare(model, parsed)
-        user = getattr(request.state, "user", "local")
+        await gw.accounting.admit(call, model, req)
         if parsed.stream:
-            return await stream_response(gw, model, endpoint, req, user)
-        return await whole_response(gw, model, endpoint, req, user)
+            return await stream_response(gw, model, endpoint, req, call)
+        return await whole_response(gw, model, endpoint, req, call)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -79,9 +72,13 @@ def build_api(gw: Any) -> FastAPI:
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
-        return await embeddings_response(gw, _validate(EmbeddingRequest, await read_json_body(request, limit)))
+        parsed = _validate(EmbeddingRequest, await read_json_body(request, limit))
+        return await embeddings_response(gw, parsed, Call.of(request))
 
     _add_info_routes(app, gw)
+    from apps.gateway.admin_routes import add_admin_routes
+
+    add_admin_routes(app, gw)
     return app
 
 
@@ -130,7 +127,8 @@ def _add_responses(app: FastAPI, gw: Any, resolve: Any, prepare: Any, limit: int
         from apps.gateway import responses as R
 
         parsed = _validate(R.ResponsesRequest, await read_json_body(request, limit))
-        user = getattr(request.state, "user", "local")
+        call = Call.of(request)
+        user = call.user
         earlier: list[dict[str, Any]] = []
         if parsed.previous_response_id:
             earlier = gw.responses.messages(parsed.previous_response_id, user)
@@ -139,22 +137,23 @@ def _add_responses(app: FastAPI, gw: Any, resolve: Any, prepare: Any, limit: int
                                param="previous_response_id")
         messages = R.to_messages(parsed, earlier)
         chat = _validate(ChatRequest, R.to_chat(parsed, messages))
-        model = resolve(chat.model)
+        model = resolve(chat.model, call)
         req, rid = prepare(model, chat), R.new_id("resp")
+        await gw.accounting.admit(call, model, req)
 
         def keep(stored: dict[str, Any]) -> None:
             if parsed.store:
                 gw.responses.put(rid, user, messages + [stored])
 
         if parsed.stream:
-            inner = await stream_response(gw, model, "chat", req, user)
+            inner = await stream_response(gw, model, "chat", req, call)
             if not isinstance(inner, StreamingResponse):  # refused before the stream opened: the same error
                 return inner
             tr = R.StreamTranslator(parsed, rid, model.config.id)
             return StreamingResponse(R.events(tr, inner.body_iterator, keep), media_type="text/event-stream",
                                      headers={BACKEND_HEADER: inner.headers.get(BACKEND_HEADER, ""),
                                               "cache-control": "no-cache"})
-        inner = await whole_response(gw, model, "chat", req, user)
+        inner = await whole_response(gw, model, "chat", req, call)
         if inner.status_code >= 400:
             return inner
         completion = json.loads(inner.body)
@@ -170,41 +169,43 @@ def _usage(resp: dict[str, Any]) -> tuple[int, int]:
     return int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)
 
 
-def account(gw: Any, model: RoutedModel, backend_name: str, endpoint: str, t0: float, n_in: int, n_out: int,
-            user: str) -> None:
-    m, cfg = gw.metrics, next(b.config for b in model.backends if b.name == backend_name)
+async def account(gw: Any, call: Call, model: RoutedModel, backend_name: str, endpoint: str, n_in: int,
+                  n_out: int) -> None:
+    """Metrics, the key's settled spend and the spend row of one answered request."""
+    m, backend = gw.metrics, next(b for b in model.backends if b.name == backend_name)
     mid = model.config.id
     m.requests.inc(model=mid, backend=backend_name, endpoint=endpoint, status="ok")
-    m.latency.observe(time.perf_counter() - t0, model=mid, backend=backend_name, endpoint=endpoint)
+    m.latency.observe(time.perf_counter() - call.t0, model=mid, backend=backend_name, endpoint=endpoint)
     m.tokens_in.inc(n_in, model=mid, backend=backend_name)
     m.tokens_out.inc(n_out, model=mid, backend=backend_name)
-    cost = (n_in * cfg.cost_per_1k_input + n_out * cfg.cost_per_1k_output) / 1000.0
+    cost = await gw.accounting.finish(call, mid, backend, endpoint, n_in, n_out)
     if cost:
-        m.cost.inc(cost, model=mid, backend=backend_name, user=user)
+        m.cost.inc(cost, model=mid, backend=backend_name, user=call.user)
 
 
-def _failed(gw: Any, model: RoutedModel, endpoint: str, e: EngineError) -> JSONResponse:
+async def _failed(gw: Any, call: Call, model: RoutedModel, endpoint: str, e: EngineError) -> JSONResponse:
     gw.metrics.requests.inc(model=model.config.id, backend="", endpoint=endpoint, status=str(e.status))
+    await gw.accounting.finish(call, model.config.id, None, endpoint, 0, 0, status=e.status)
     retry = getattr(e, "retry_after_s", None)
     headers = {"Retry-After": str(retry)} if retry and e.status == 503 else None
     return JSONResponse(error_body(e.message, e.type), status_code=e.status, headers=headers)
 
 
-async def whole_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[str, Any], user: str) -> Response:
-    t0 = time.perf_counter()
-    key = cache_key(endpoint, model.config.id, req, user)
+async def whole_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[str, Any], call: Call) -> Response:
+    key = cache_key(endpoint, model.config.id, req, call.user)
     hit = gw.cache.get(key)
     if hit is not None:
         gw.metrics.cache_hits.inc(model=model.config.id)
+        await gw.accounting.finish(call, model.config.id, hit[0], endpoint, *_usage(hit[1]), cache="hit")
         return JSONResponse(hit[1], headers={BACKEND_HEADER: hit[0], "x-conductor-cache": "hit"})
     try:
         backend, resp = await _generate_choices(gw, model, endpoint, req)
     except EngineError as e:
-        return _failed(gw, model, endpoint, e)
+        return await _failed(gw, call, model, endpoint, e)
     resp["model"] = model.config.id
     conform(resp, endpoint)
     n_in, n_out = _usage(resp)
-    account(gw, model, backend.name, endpoint, t0, n_in, n_out, user)
+    await account(gw, call, model, backend.name, endpoint, n_in, n_out)
     gw.cache.put(key, backend.name, resp)
     return JSONResponse(resp, headers={BACKEND_HEADER: backend.name})
 
@@ -243,12 +244,11 @@ def conform(resp: dict[str, Any], endpoint: str) -> dict[str, Any]:
     return resp
 
 
-async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[str, Any], user: str) -> Response:
-    t0 = time.perf_counter()
+async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[str, Any], call: Call) -> Response:
     try:
         backend, first, rest, deadline = await gw.router.open_stream(model, endpoint, req)
     except EngineError as e:
-        return _failed(gw, model, endpoint, e)
+        return await _failed(gw, call, model, endpoint, e)
     mid = model.config.id
     wants_usage = bool((req.get("stream_options") or {}).get("include_usage"))
 
@@ -290,14 +290,15 @@ async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[
                     if not first_token_seen and any((c.get("delta") or {}).get("content") or c.get("text")
                                                     for c in chunk.get("choices", [])):
                         first_token_seen = True
-                        gw.metrics.ttft.observe(time.perf_counter() - t0, model=mid, backend=backend.name)
+                        call.ttft_s = time.perf_counter() - call.t0
+                        gw.metrics.ttft.observe(call.ttft_s, model=mid, backend=backend.name)
                     out.append(sse(chunk))
                 yield b"".join(out)  # one write per batch: coalesced tokens stay coalesced on the wire
             yield b"data: [DONE]\n\n"
         finally:
             # Closing the handle stream cancels the generation in the replica (a client that left frees its slot).
             await _aclose(batches)
-            account(gw, model, backend.name, endpoint, t0, n_in, n_out, user)
+            await account(gw, call, model, backend.name, endpoint, n_in, n_out)
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={BACKEND_HEADER: backend.name, "cache-control": "no-cache"})
@@ -321,23 +322,24 @@ async def _prepend(first: list[dict[str, Any]], rest: AsyncIterator[list[dict[st
         await _aclose(rest)
 
 
-async def embeddings_response(gw: Any, parsed: EmbeddingRequest) -> Response:
+async def embeddings_response(gw: Any, parsed: EmbeddingRequest, call: Call) -> Response:
     cfg = gw.config.embeddings
     if parsed.model not in (None, cfg.id):
         raise APIError(404, f"embedding model {parsed.model!r} does not exist; available: [{cfg.id!r}]",
                        code="model_not_found", param="model")
+    gw.accounting.check_model(call, cfg.id)
     texts = [parsed.input] if isinstance(parsed.input, str) else parsed.input
     if len(texts) > cfg.max_inputs:
         raise APIError(400, f"input has {len(texts)} items; the limit is {cfg.max_inputs}", param="input")
-    t0 = time.perf_counter()
     result = await gw.embedder.embed.remote(texts)
     vecs, tokens = np.asarray(result.vectors, dtype=np.float32), int(result.tokens)
     if parsed.dimensions is not None and vecs.shape[-1] != parsed.dimensions:
         raise APIError(400, f"model {cfg.id!r} makes {vecs.shape[-1]}-dimensional embeddings; it cannot return "
                             f"{parsed.dimensions}", param="dimensions")
     gw.metrics.requests.inc(model=cfg.id, backend="embedder", endpoint="embeddings", status="ok")
-    gw.metrics.latency.observe(time.perf_counter() - t0, model=cfg.id, backend="embedder", endpoint="embeddings")
+    gw.metrics.latency.observe(time.perf_counter() - call.t0, model=cfg.id, backend="embedder", endpoint="embeddings")
     gw.metrics.tokens_in.inc(tokens, model=cfg.id, backend="embedder")
+    await gw.accounting.finish(call, cfg.id, "embedder", "embeddings", tokens, 0)
     if parsed.encoding_format == "base64":  # what the openai SDK asks for by default: float32 little-endian
         out: list[Any] = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vecs]
     else:

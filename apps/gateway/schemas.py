@@ -305,3 +305,18 @@ class EmbeddingRequest(_Strict):
         if isinstance(v, list) and v and not all(isinstance(t, str) for t in v):
             raise ValueError("input must be a string or a list of strings (token arrays are not supported)")
         return v
+
+
+def validate(model_cls: Any, body: dict[str, Any]) -> Any:
+    """`body` as `model_cls`, or a 400 naming the first field that is wrong and why."""
+    from pydantic import ValidationError
+
+    from apps.common import APIError
+
+    try:
+        return model_cls.model_validate(body)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise APIError(400, f"{where}: {first.get('msg')}" if where else first.get("msg", "invalid request"),
+                       param=where or None) from None

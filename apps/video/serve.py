@@ -290,6 +290,9 @@ def build_app(args: dict[str, Any]):
     from deployments.secrets import with_secrets
 
     opts = res.serve_options("Video", fixed_replicas=replicas)
-    opts = with_secrets(opts, [config.video.qdrant_api_key_env, config.video.caption_api_key_env])
+    from apps.common import guard_secrets
+
+    opts = with_secrets(opts, [config.video.qdrant_api_key_env, config.video.caption_api_key_env,
+                               *guard_secrets(config)])
     # FastAPI is built inside the replica (a module-level app with routes does not pickle).
     return serve.deployment(**opts)(serve.ingress(builder)()).bind()
