@@ -237,7 +237,7 @@ class KeyStore:
             row = c.execute(self.db.sql("SELECT used, reserved FROM key_usage WHERE key_id = {p} AND bucket = {p}"),
                             (key.id, bucket)).fetchone()
         used, reserved = row or (0, 0)
-        return {"period": bucket[4:], "spent_usd": used / MICRO, "reserved_usd": reserved / MICRO}
+        return {"current_period": bucket[4:], "spent_usd": used / MICRO, "reserved_usd": reserved / MICRO}
 
     def prune(self, now: float | None = None) -> None:
         """Minute buckets older than five minutes are of no use to anyone."""

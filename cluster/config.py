@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from cluster.gateway_config import AccountingConfig, RolloutConfig, Strategy
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "conductor.yaml"
 ENV_PREFIX = "CONDUCTOR__"
@@ -84,6 +86,8 @@ class EngineConfig(_Strict):
     timeout_s: float = Field(60.0, gt=0, description="Per-attempt timeout before failing over to the next backend.")
     cost_per_1k_input: float = Field(0.0, ge=0, description="USD per 1k prompt tokens, for cost tracking.")
     cost_per_1k_output: float = Field(0.0, ge=0, description="USD per 1k completion tokens.")
+    weight: int | None = Field(None, ge=0, le=100, description="Share of the model's traffic in percent (the "
+                               "simple-shuffle strategy); a model's weights must sum to 100.")
     options: dict[str, Any] = Field(default_factory=dict, description="Engine-specific extras (e.g. vLLM engine_kwargs).")
     resources: DeploymentResources = Field(
         default_factory=lambda: DeploymentResources(num_cpus=0.5),
@@ -93,8 +97,32 @@ class EngineConfig(_Strict):
 
 class ModelConfig(_Strict):
     id: str = Field(..., description="The model name clients send in `model`.")
-    backends: list[EngineConfig] = Field(..., min_length=1, description="Fallback chain, tried in order.")
+    backends: list[EngineConfig] = Field(..., min_length=1, description="Backends; with the fallback strategy, "
+                                         "tried in this order.")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request gives none.")
+    routing_strategy: Strategy = Field("fallback", description="fallback (in order), simple-shuffle (by weight, "
+                                       "sticky per user), least-busy, latency-based-routing, cost-based-routing; "
+                                       "every strategy falls back to the other backends.")
+    aliases: list[str] = Field(default_factory=list, description="Other names clients may send for this model.")
+    tags: list[str] = Field(default_factory=list, description="Groups: `model: <tag>` routes over every model with "
+                            "the tag (least-busy among them).")
+    rollout: RolloutConfig | None = Field(None, description="A canary rollout between two of the backends.")
+
+    @model_validator(mode="after")
+    def _check_routing(self) -> "ModelConfig":
+        names = [b.name for b in self.backends]
+        weights = [b.weight for b in self.backends if b.weight is not None]
+        if weights and (len(weights) != len(names) or sum(weights) != 100):
+            raise ValueError(f"model {self.id!r}: backend weights must be given for every backend and sum to 100 "
+                             f"(got {[b.weight for b in self.backends]})")
+        if self.rollout is not None:
+            if len(names) < 2:
+                raise ValueError(f"model {self.id!r}: a rollout needs at least two backends")
+            r = self.rollout
+            missing = [n for n in (r.stable, r.canary, r.shadow) if n is not None and n not in names]
+            if missing:
+                raise ValueError(f"model {self.id!r}: rollout names backends it does not have: {missing}")
+        return self
 
 
 class BreakerConfig(_Strict):
@@ -117,19 +145,6 @@ class EmbeddingsConfig(_Strict):
     threads: int = Field(2, ge=1, description="torch threads in each embedder replica (Ray would otherwise give a "
                          "fractional-CPU replica one).")
     resources: DeploymentResources = Field(default_factory=lambda: DeploymentResources(num_cpus=0.25))
-
-
-class AccountingConfig(_Strict):
-    """Virtual keys, budgets and the spend log (apps/keys.py, apps/gateway/spend.py), in one database."""
-
-    db_url_env: str | None = Field(None, description="Env var holding a PostgreSQL URL (gateway replicas on several "
-                                   "machines); default a SQLite file in data_dir (every replica of one machine).")
-    data_dir: str = Field("~/.conductor/gateway", description="Where the SQLite file (accounting.sqlite3) lives.")
-    retention_days: int = Field(90, ge=1, description="Spend rows older than this are deleted.")
-    buffer_rows: int = Field(10_000, ge=10, description="Spend rows held in memory while the database is down; "
-                             "past it the oldest are dropped (conductor_spend_rows_dropped_total).")
-    key_cache_s: float = Field(2.0, ge=0, description="How long a replica trusts a virtual key it looked up: a key "
-                               "revoked through another replica stops working within this.")
 
 
 class ServerConfig(_Strict):
@@ -454,6 +469,15 @@ class ConductorConfig(_Strict):
         names = [b.name for m in self.models for b in m.backends]
         if len(names) != len(set(names)):
             raise ValueError(f"backend names must be unique across models: {names}")
+        names_taken = set(ids)
+        for m in self.models:
+            for alias in m.aliases:
+                if alias in names_taken:
+                    raise ValueError(f"model alias {alias!r} of {m.id!r} is already a model id or alias")
+                names_taken.add(alias)
+        tags = {t for m in self.models for t in m.tags}
+        if tags & names_taken:
+            raise ValueError(f"model tags {sorted(tags & names_taken)} clash with model ids or aliases")
         if self.default_model is None and self.models:
             self.default_model = self.models[0].id
         if self.default_model is not None and self.default_model not in ids:

@@ -68,13 +68,14 @@ def shared_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def hosted_apis():
-    """Two real OpenAI-protocol HTTP servers standing in for hosted APIs (the network edge we cannot reach)."""
+    """Real OpenAI-protocol HTTP servers standing in for hosted APIs (the network edge we cannot reach): a and b
+    for fallback chains, stable, canary and shadow for a rollout."""
     from tests.fake_openai import FakeOpenAI
 
-    a, b = FakeOpenAI("a").start(), FakeOpenAI("b").start()
-    yield {"a": a, "b": b}
-    a.stop()
-    b.stop()
+    fakes = {name: FakeOpenAI(name).start() for name in ("a", "b", "stable", "canary", "shadow")}
+    yield fakes
+    for fake in fakes.values():
+        fake.stop()
 
 
 @pytest.fixture(scope="session")
@@ -97,19 +98,27 @@ def trained_export(tmp_path_factory) -> Path:
 
 
 def _extra_models(hosted, trained: Path) -> list[dict]:
-    """Models the serving tests need beside the defaults: a hosted chain (a -> b) and a local-dead -> hosted one."""
+    """Models the serving tests need beside the defaults: a hosted chain (a -> b), a local-dead -> hosted one, a
+    canary rollout, an alias and a tag."""
     def hosted_backend(name: str, url: str) -> dict:
         return {"name": name, "engine": "openai", "base_url": url, "model": "fake", "api_key_env": "FAKE_KEY",
                 "timeout_s": 5, "cost_per_1k_input": 1.0, "cost_per_1k_output": 2.0}
 
     return [
-        {"id": "hosted", "backends": [hosted_backend("hosted-a", hosted["a"].base_url),
-                                      hosted_backend("hosted-b", hosted["b"].base_url)]},
+        {"id": "hosted", "tags": ["demo-group"],
+         "backends": [hosted_backend("hosted-a", hosted["a"].base_url),
+                      hosted_backend("hosted-b", hosted["b"].base_url)]},
+        # A canary rollout: steps only by hand during the tests (a long interval), analysed over few samples.
+        {"id": "canaried", "backends": [hosted_backend(f"roll-{v}", hosted[v].base_url)
+                                        for v in ("stable", "canary", "shadow")],
+         "rollout": {"stable": "roll-stable", "canary": "roll-canary", "shadow": "roll-shadow", "steps": [50, 100],
+                     "step_interval_s": 3600, "min_samples": 8, "window_s": 120, "max_error_rate_increase": 0.2}},
         {"id": "flaky", "backends": [hosted_backend("dead-port", f"http://127.0.0.1:{free_port()}/v1"),
                                      hosted_backend("flaky-b", hosted["b"].base_url)]},
         # Priced as a hosted API would be, so virtual keys' budgets mean something for a local engine too.
-        {"id": "echo", "backends": [{"name": "echo-local", "engine": "echo", "resources": {"num_cpus": 0.05},
-                                     "cost_per_1k_input": 1.0, "cost_per_1k_output": 1.0}]},
+        {"id": "echo", "aliases": ["echo-alias"], "tags": ["demo-group"],
+         "backends": [{"name": "echo-local", "engine": "echo", "resources": {"num_cpus": 0.05},
+                       "cost_per_1k_input": 1.0, "cost_per_1k_output": 1.0}]},
         # One slow request at a time and one waiting: the rest must be shed with 503 + Retry-After.
         {"id": "tiny-queue", "backends": [{"name": "echo-slow", "engine": "echo", "options": {"delay_s": 2.0},
                                            "resources": {"num_cpus": 0.05, "max_ongoing_requests": 1,

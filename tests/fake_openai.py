@@ -1,11 +1,13 @@
 """A real HTTP server speaking the OpenAI chat protocol: the stand-in for a hosted API we cannot reach.
 
-It answers deterministically ("hosted <name>: <last user message>"), can be told to fail (`POST /control`),
+It answers deterministically ("hosted <name>: <last user message>"), can be told to fail or to be slow
+(`POST /control`),
 and counts the requests it received, so tests can see failover and breakers from the outside.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -28,6 +30,7 @@ class FakeOpenAI:
         self.name = name
         self.fail = False
         self.leak = False
+        self.delay_s = 0.0
         self.hits = 0
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
@@ -46,6 +49,7 @@ class FakeOpenAI:
             body = await req.json()
             self.fail = bool(body.get("fail"))
             self.leak = bool(body.get("leak"))
+            self.delay_s = float(body.get("delay_s", 0.0))
             return {"fail": self.fail, "leak": self.leak, "hits": self.hits}
 
         @app.get("/v1/models")
@@ -56,6 +60,8 @@ class FakeOpenAI:
         async def chat(req: Request):  # type: ignore[no-untyped-def]
             self.hits += 1
             body = await req.json()
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
             if self.fail:
                 return JSONResponse({"error": {"message": "upstream overloaded", "type": "server_error"}}, 503)
             if self.leak:  # as real APIs do: the key (and other credentials) echoed in the error text

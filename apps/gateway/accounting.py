@@ -31,6 +31,13 @@ class Call:
     t0: float = field(default_factory=time.perf_counter)
     reservation: Reservation | None = None
     ttft_s: float | None = None
+    variant: str = ""  # the rollout variant of the backend that answered
+    end_user: str | None = None  # the request's `user` field: an application's own user, behind one key
+
+    @property
+    def route_user(self) -> str:
+        """Who sticky routing (weights, canaries) keeps on one backend: the key's user, and their end user."""
+        return self.user if not self.end_user else f"{self.user}\0{self.end_user}"
 
     @classmethod
     def of(cls, request: Any) -> "Call":
@@ -101,7 +108,7 @@ class Accounting:
         key = call.key
         self.spend.record(SpendRow(
             ts=time.time(), user=call.user, team=key.team if key else None, key_id=key.id if key else None,
-            model=model_id, backend=getattr(backend, "name", backend), variant=None, endpoint=endpoint,
+            model=model_id, backend=getattr(backend, "name", backend), variant=call.variant or None, endpoint=endpoint,
             tokens_in=n_in, tokens_out=n_out, cost_usd=cost, latency_s=time.perf_counter() - call.t0,
             ttft_s=call.ttft_s, cache=cache, status=status))
         return cost

@@ -1,5 +1,6 @@
-"""Virtual keys and spend over HTTP: `/v1/admin/keys` (create, list, revoke, rotate; admins only) and `/v1/spend`
-(everyone: their own; admins: anyone's). The CLI (`conductor keys`, `conductor spend`) and the Keys & spend tab
+"""Virtual keys, rollouts and spend over HTTP: `/v1/admin/keys` (create, list, revoke, rotate) and
+`/v1/admin/rollouts` (status, set, promote, rollback, resume, pause), admins only, and `/v1/spend` (everyone: their
+own; admins: anyone's). The CLI (`conductor keys`, `conductor rollout`, `conductor spend`) and the Keys & spend tab
 are clients of these routes.
 
 Admins are server.admin_users; on a loopback server without keys, whoever is on the machine (the local user).
@@ -71,9 +72,11 @@ def add_admin_routes(app: FastAPI, gw: Any) -> None:
     def admin(request: Request) -> str:
         user = getattr(request.state, "user", "local")
         if not may_manage_keys(gw.config, user):
-            raise APIError(403, "only an admin (server.admin_users) may manage keys", "permission_error",
-                           code="admin_only")
+            raise APIError(403, "only an admin (server.admin_users) may manage keys and rollouts",
+                           "permission_error", code="admin_only")
         return user
+
+    add_rollout_routes(app, gw, admin)
 
     def described(key: Any) -> dict[str, Any]:
         return {**key.public(), **store.spent(key)}
@@ -82,7 +85,7 @@ def add_admin_routes(app: FastAPI, gw: Any) -> None:
     async def create_key(request: Request) -> JSONResponse:
         admin(request)
         spec = _parse(KeyCreate, await read_json_body(request, gw.config.server.max_body_bytes))
-        known = set(gw.router.models) | {gw.config.embeddings.id}
+        known = set(gw.names) | {gw.config.embeddings.id}
         unknown = sorted(set(spec.models or ()) - known)
         if unknown:
             raise APIError(400, f"models: {unknown} do not exist; available: {sorted(known)}", param="models",
@@ -139,3 +142,57 @@ def add_admin_routes(app: FastAPI, gw: Any) -> None:
         rows = await asyncio.to_thread(gw.accounting.spend.summary, groups, who, time.time() - days * 86400)
         return {"object": "list", "group_by": groups, "user": who, "days": days, "data": rows,
                 "buffered_rows": gw.accounting.spend.buffered()}
+
+
+class RolloutAction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["set", "promote", "rollback", "resume", "pause"]
+    weight: int | None = Field(None, ge=0, le=100, description="Canary percent, for `set`.")
+
+
+def apply_rollout_action(rollout: Any, act: RolloutAction, who: str) -> Any:
+    """One admin decision on a rollout, written to the shared state (every replica follows within a second)."""
+    cur, steps = rollout.current, rollout.config.steps
+    if act.action == "set":
+        if act.weight is None:
+            raise APIError(400, "set needs a weight (0..100)", param="weight")
+        return rollout.change("set", act.weight, "paused", f"set to {act.weight}% by {who}")
+    if act.weight is not None:
+        raise APIError(400, f"{act.action} takes no weight", param="weight")
+    if act.action == "promote":
+        return rollout.change("promote", 100, "promoted", f"promoted by {who}", step=len(steps) - 1)
+    if act.action == "rollback":
+        return rollout.change("rollback", 0, "rolled_back", f"rolled back by {who}")
+    if act.action == "pause":
+        return rollout.change("pause", cur.weight, "paused", f"paused by {who}")
+    if cur.weight == 0:  # resuming after a rollback starts the steps again
+        return rollout.change("resume", steps[0], "progressing", f"restarted by {who}", step=0)
+    return rollout.change("resume", cur.weight, "progressing", f"resumed by {who}")
+
+
+def add_rollout_routes(app: FastAPI, gw: Any, admin: Any) -> None:
+    def rollout_of(model_id: str) -> Any:
+        rollout = gw.router.rollouts.get(model_id)
+        if rollout is None:
+            what = "has no rollout (configure models[].rollout)" if model_id in gw.router.models else "does not exist"
+            raise APIError(404, f"model {model_id!r} {what}", code="rollout_not_found")
+        return rollout
+
+    @app.get("/v1/admin/rollouts")
+    async def rollouts(request: Request) -> dict[str, Any]:
+        admin(request)
+        return {"object": "list", "data": [await asyncio.to_thread(r.status) for r in gw.router.rollouts.values()]}
+
+    @app.get("/v1/admin/rollouts/{model_id}")
+    async def rollout_status(request: Request, model_id: str) -> dict[str, Any]:
+        admin(request)
+        return await asyncio.to_thread(rollout_of(model_id).status)
+
+    @app.post("/v1/admin/rollouts/{model_id}")
+    async def rollout_change(request: Request, model_id: str) -> dict[str, Any]:
+        who = admin(request)
+        rollout = rollout_of(model_id)
+        act = _parse(RolloutAction, await read_json_body(request, gw.config.server.max_body_bytes))
+        await asyncio.to_thread(apply_rollout_action, rollout, act, who)
+        return await asyncio.to_thread(rollout.status)

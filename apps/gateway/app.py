@@ -70,10 +70,16 @@ class Gateway:
                     _start_engine(engine)
                     backends.append(InProcessBackend(b, engine))
             models[m.id] = RoutedModel(m, backends)
+        from apps.gateway.rollout import Rollouts
         from apps.gateway.router import SharedBreakers
+        from apps.gateway.routing import RoutingState
+        from apps.keys import accounting_url
 
+        redis_url = self.config.server.redis_url
+        rollouts = Rollouts(models, accounting_url(self.config), self.metrics)
         self.router = Router(models, self.metrics, self.config.server.request_timeout_s, self.config.breaker,
-                             SharedBreakers(self.config.server.redis_url))
+                             SharedBreakers(redis_url), RoutingState(redis_url), rollouts.by_model)
+        self.names = model_names(self.config, self.router)
 
     def __serve_build_asgi_app__(self) -> Any:
         from apps.gateway.openai_routes import build_api
@@ -101,6 +107,26 @@ class Gateway:
         # Asked together: a restarting replica's 5 s stats timeout must not add up across backends.
         engines = dict(zip((b.name for b in backends), await asyncio.gather(*(b.stats() for b in backends))))
         return {"applications": apps, "router": self.router.status(), "engines": engines, "gateway_pid": os.getpid()}
+
+
+def model_names(config: ConductorConfig, router: Router) -> dict[str, RoutedModel]:
+    """Every name a request may send in `model`: ids, aliases, and tags (a group of models routed least-busy over
+    all their backends, each backend's breaker shared with its own model)."""
+    from cluster.config import ModelConfig
+
+    names = dict(router.models)
+    for m in config.models:
+        for alias in m.aliases:
+            names[alias] = router.models[m.id]
+    for tag in sorted({t for m in config.models for t in m.tags}):
+        members = [router.models[m.id] for m in config.models if tag in m.tags]
+        backends = [b for r in members for b in r.backends if not (r.config.rollout and b.name == r.config.rollout.shadow)]
+        cfg = ModelConfig.model_construct(id=tag, backends=[b.config for b in backends], aliases=[], tags=[],
+                                          default_max_tokens=min(r.config.default_max_tokens for r in members),
+                                          routing_strategy="least-busy", rollout=None)
+        names[tag] = RoutedModel(cfg, backends, {b.name: r.breakers[b.name] for r in members for b in r.backends
+                                                 if b in backends}, strategy_override="least-busy")
+    return names
 
 
 def ui_mount_options(config: ConductorConfig) -> dict[str, Any]:

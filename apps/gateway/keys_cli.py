@@ -5,6 +5,7 @@ server without keys, none is needed)."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import click
@@ -125,3 +126,55 @@ def spend(group_by: str, days: float, user: str | None, as_json: bool, url: str 
                    f"cost=${row['cost_usd']:.6f}  errors={row['errors']}")
     if not doc["data"]:
         click.echo("no spend recorded")
+
+
+@click.group("rollout")
+def rollout() -> None:
+    """Canary rollouts: status, and live weight changes every gateway replica follows."""
+
+
+def _show_rollout(doc: dict[str, Any]) -> str:
+    win = doc["window"]
+    lines = [f"{doc['model']}: canary {doc['canary']} at {doc['weight']}% (stable {doc['stable']}"
+             + (f", shadow {doc['shadow']}" if doc["shadow"] else "") + f"), {doc['state']}: {doc['reason']}",
+             "  window: " + "  ".join(f"{v} {s['samples']} requests, {s['error_rate']:.0%} errors, p95 "
+                                      f"{s['p95_latency_s'] if s['p95_latency_s'] is not None else '-'}s"
+                                      for v, s in win.items())]
+    lines += [f"  {time.strftime('%H:%M:%S', time.gmtime(e['ts']))} {e['event']} -> {e['weight']}%: {e['reason']}"
+              for e in doc["events"][:5]]
+    return "\n".join(lines)
+
+
+@rollout.command("status")
+@click.argument("model", required=False)
+@json_option
+@url_option
+def rollout_status(model: str | None, as_json: bool, url: str | None) -> None:
+    """One model's rollout (or every one): weight, state, the analysis window and recent events."""
+    docs = [_call(url, "GET", f"/v1/admin/rollouts/{model}")] if model else \
+        _call(url, "GET", "/v1/admin/rollouts")["data"]
+    click.echo(json.dumps(docs if not model else docs[0]) if as_json else
+               "\n".join(_show_rollout(d) for d in docs) or "no rollouts configured")
+
+
+def _rollout_action(action: str, *more: Any) -> Any:
+    @json_option
+    @url_option
+    def run(model: str, as_json: bool, url: str | None, **kw: Any) -> None:
+        body: dict[str, Any] = {"action": action}
+        if "weight" in kw:
+            body["weight"] = kw["weight"]
+        doc = _call(url, "POST", f"/v1/admin/rollouts/{model}", json=body)
+        click.echo(json.dumps(doc) if as_json else _show_rollout(doc))
+
+    for decorate in more:  # arguments after MODEL
+        run = decorate(run)
+    return click.argument("model")(run)
+
+
+rollout.command("set", help="Send WEIGHT% of users to the canary and pause the automatic steps.")(
+    _rollout_action("set", click.argument("weight", type=click.IntRange(0, 100))))
+for _name, _help in (("promote", "Send every user to the canary."), ("rollback", "Send every user to stable."),
+                     ("resume", "Resume the automatic steps (after a rollback: from the first)."),
+                     ("pause", "Stop the automatic steps at the current weight.")):
+    rollout.command(_name, help=_help)(_rollout_action(_name))

@@ -1,5 +1,5 @@
 """The Keys & spend tab: spend and requests over time (the spend log, by hour), totals by user and model, and for
-admins the virtual keys: create one (shown once), list, revoke. It calls /v1/spend and /v1/admin/keys as the
+admins the rollouts' state and the virtual keys: create one (shown once), list, revoke. It calls /v1/spend and /v1/admin/keys as the
 signed-in user, so a user sees their own spend and only an admin manages keys."""
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ def spend_frames(client: Any, days: float = 2.0) -> tuple[Any, Any, str]:
         return empty, pd.DataFrame(), f"spend unavailable: {e}"
     series = pd.DataFrame(hourly["data"] or [], columns=["hour", "model", "requests", "tokens_in", "tokens_out",
                                                          "cost_usd", "errors"]).sort_values("hour")
+    # Floats for the plots' y axes (Gradio's bar plot draws no bar for an integer column).
+    series[["requests", "cost_usd"]] = series[["requests", "cost_usd"]].astype(float)
     table = pd.DataFrame(totals["data"] or [], columns=["user", "model", "requests", "tokens_in", "tokens_out",
                                                         "cost_usd", "errors"])
     spent = float(table["cost_usd"].sum()) if len(table) else 0.0
@@ -41,6 +43,21 @@ def key_frame(client: Any) -> tuple[Any, str]:
     return pd.DataFrame(rows, columns=KEY_COLUMNS), f"{len(rows)} active keys"
 
 
+ROLLOUT_COLUMNS = ["model", "stable", "canary", "weight", "state", "reason", "canary_requests", "canary_errors"]
+
+
+def rollout_frame(client: Any) -> Any:
+    import pandas as pd
+
+    try:
+        data = client.request("GET", "/v1/admin/rollouts")["data"]
+    except Exception:  # noqa: BLE001 - not an admin: the keys line already says why
+        data = []
+    rows = [{**{c: r.get(c) for c in ROLLOUT_COLUMNS[:6]}, "canary_requests": r["window"]["canary"]["samples"],
+             "canary_errors": f"{r['window']['canary']['error_rate']:.0%}"} for r in data]
+    return pd.DataFrame(rows, columns=ROLLOUT_COLUMNS)
+
+
 def build_tab(ctx: Any) -> None:
     import gradio as gr
 
@@ -48,9 +65,13 @@ def build_tab(ctx: Any) -> None:
     refresh = gr.Button("Refresh", elem_id="spend-refresh")
     status = gr.Markdown("", elem_id="spend-status")
     with gr.Row():
-        cost_plot = gr.BarPlot(x="hour", y="cost_usd", color="model", label="Spend per hour (USD)", height=260)
-        req_plot = gr.BarPlot(x="hour", y="requests", color="model", label="Requests per hour", height=260)
+        # From zero: one hour's bar would otherwise span no height at all.
+        cost_plot = gr.BarPlot(x="hour", y="cost_usd", color="model", label="Spend per hour (USD)", height=260,
+                               y_lim=[0, None])
+        req_plot = gr.BarPlot(x="hour", y="requests", color="model", label="Requests per hour", height=260,
+                              y_lim=[0, None])
     totals = gr.Dataframe(label="Last 30 days by user and model", interactive=False, elem_id="spend-totals")
+    rollouts = gr.Dataframe(label="Rollouts (admins)", interactive=False, elem_id="rollouts-table")
     gr.Markdown("### Virtual keys (admins)")
     keys_table = gr.Dataframe(label="Keys", interactive=False, elem_id="keys-table")
     with gr.Row():
@@ -67,7 +88,7 @@ def build_tab(ctx: Any) -> None:
     def load():
         series, table, note = spend_frames(client)
         keys, key_note = key_frame(client)
-        return series, series, table, keys, f"{note} · {key_note}"
+        return series, series, table, rollout_frame(client), keys, f"{note} · {key_note}"
 
     def make(u: str, m: str, b: float | None, p: str):
         body: dict[str, Any] = {"user": (u or "").strip(), "period": p}
@@ -88,7 +109,7 @@ def build_tab(ctx: Any) -> None:
             return (*load()[:-1], f"not revoked: {getattr(e, 'message', e)}")
         return load()
 
-    outputs = [cost_plot, req_plot, totals, keys_table, status]
+    outputs = [cost_plot, req_plot, totals, rollouts, keys_table, status]
     refresh.click(load, None, outputs)
     create.click(make, [user, models, budget, period], [created, *outputs])
     revoke.click(drop, [revoke_id], outputs)

@@ -73,11 +73,13 @@ class GatewayMetrics:
 
         mb = ("model", "backend")
         self.requests = counter("conductor_requests_total", "Requests answered, by outcome.",
-                                ("model", "backend", "endpoint", "status"))
+                                ("model", "backend", "endpoint", "status", "variant"))
         self.errors = counter("conductor_errors_total", "Failed backend attempts and rejected requests.",
-                              ("model", "backend", "endpoint", "kind"))
-        self.latency = hist("conductor_request_latency_seconds", "Whole-request latency.", ("model", "backend", "endpoint"))
-        self.ttft = hist("conductor_time_to_first_token_seconds", "Time to the first streamed token.", mb)
+                              ("model", "backend", "endpoint", "kind", "variant"))
+        self.latency = hist("conductor_request_latency_seconds", "Whole-request latency.",
+                            ("model", "backend", "endpoint", "variant"))
+        self.ttft = hist("conductor_time_to_first_token_seconds", "Time to the first streamed token.",
+                         ("model", "backend", "variant"))
         self.tokens_in = counter("conductor_tokens_input_total", "Prompt tokens.", mb)
         self.tokens_out = counter("conductor_tokens_output_total", "Completion tokens.", mb)
         self.fallbacks = counter("conductor_fallbacks_total", "Requests answered by a backend other than the first.",
@@ -94,6 +96,12 @@ class GatewayMetrics:
                                      "filled while the database was down.", ())
         self.spend_db_errors = counter("conductor_spend_db_errors_total", "Failed spend log writes (retried).", ())
         self.spend_buffered = gauge("conductor_spend_rows_buffered", "Spend log rows waiting to be written.", ())
+        self.rollout_weight = gauge("conductor_rollout_canary_weight", "Percent of a model's users routed to its "
+                                    "rollout's canary.", ("model",))
+        self.rollout_events = counter("conductor_rollout_events_total", "Rollout steps, promotions, rollbacks and "
+                                      "manual changes.", ("model", "event"))
+        self.shadow_requests = counter("conductor_shadow_requests_total", "Copies sent to a rollout's shadow "
+                                       "backend, by how its answer compared.", ("model", "outcome"))
         self.cache_hits = counter("conductor_cache_hits_total", "Responses served from the exact-match cache.", ("model",))
 
     def render(self) -> bytes:

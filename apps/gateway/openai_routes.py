@@ -34,11 +34,11 @@ def build_api(gw: Any) -> FastAPI:
 
     def resolve(name: str | None, call: Call) -> RoutedModel:
         mid = name or gw.config.default_model
-        if mid not in gw.router.models:
-            raise APIError(404, f"model {mid!r} does not exist; available: {sorted(gw.router.models)}",
+        if mid not in gw.names:  # ids, aliases and tags (app.model_names)
+            raise APIError(404, f"model {mid!r} does not exist; available: {sorted(gw.names)}",
                            code="model_not_found", param="model")
         gw.accounting.check_model(call, mid)
-        return gw.router.models[mid]
+        return gw.names[mid]
 
     def prepare(model: RoutedModel, parsed: Any) -> dict[str, Any]:
         ctx = min(b.config.context_length for b in model.backends)
@@ -53,6 +53,7 @@ def build_api(gw: Any) -> FastAPI:
         body = await read_json_body(request, limit)
         parsed = _validate(model_cls, body)
         call = Call.of(request)
+        call.end_user = parsed.user
         model = resolve(parsed.model, call)
         req = prepare(model, parsed)
         await gw.accounting.admit(call, model, req)
@@ -87,8 +88,13 @@ def _add_info_routes(app: FastAPI, gw: Any) -> None:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": "conductor",
-                 "backends": [b.name for b in r.backends]} for m, r in gw.router.models.items()]
+        def kind(name: str, r: RoutedModel) -> dict[str, Any]:
+            if name != r.config.id:
+                return {"alias_of": r.config.id}
+            return {} if name in gw.router.models else {"tag": True}
+
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "conductor",
+                 "backends": [b.name for b in r.backends], **kind(name, r)} for name, r in gw.names.items()]
         data.append({"id": gw.config.embeddings.id, "object": "model", "created": 0, "owned_by": "conductor",
                      "backends": ["embedder"]})
         return {"object": "list", "data": data}
@@ -174,8 +180,10 @@ async def account(gw: Any, call: Call, model: RoutedModel, backend_name: str, en
     """Metrics, the key's settled spend and the spend row of one answered request."""
     m, backend = gw.metrics, next(b for b in model.backends if b.name == backend_name)
     mid = model.config.id
-    m.requests.inc(model=mid, backend=backend_name, endpoint=endpoint, status="ok")
-    m.latency.observe(time.perf_counter() - call.t0, model=mid, backend=backend_name, endpoint=endpoint)
+    variant = call.variant = gw.router.variant_of(model, backend_name)
+    m.requests.inc(model=mid, backend=backend_name, endpoint=endpoint, status="ok", variant=variant)
+    m.latency.observe(time.perf_counter() - call.t0, model=mid, backend=backend_name, endpoint=endpoint,
+                      variant=variant)
     m.tokens_in.inc(n_in, model=mid, backend=backend_name)
     m.tokens_out.inc(n_out, model=mid, backend=backend_name)
     cost = await gw.accounting.finish(call, mid, backend, endpoint, n_in, n_out)
@@ -199,7 +207,7 @@ async def whole_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[s
         await gw.accounting.finish(call, model.config.id, hit[0], endpoint, *_usage(hit[1]), cache="hit")
         return JSONResponse(hit[1], headers={BACKEND_HEADER: hit[0], "x-conductor-cache": "hit"})
     try:
-        backend, resp = await _generate_choices(gw, model, endpoint, req)
+        backend, resp = await _generate_choices(gw, model, endpoint, req, call.route_user)
     except EngineError as e:
         return await _failed(gw, call, model, endpoint, e)
     resp["model"] = model.config.id
@@ -210,14 +218,15 @@ async def whole_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[s
     return JSONResponse(resp, headers={BACKEND_HEADER: backend.name})
 
 
-async def _generate_choices(gw: Any, model: RoutedModel, endpoint: str, req: dict[str, Any]) -> tuple[Any, dict]:
+async def _generate_choices(gw: Any, model: RoutedModel, endpoint: str, req: dict[str, Any], user: str
+                            ) -> tuple[Any, dict]:
     """One generation per choice (n > 1 fans out, each with its own seed): one backend's answer, choices merged."""
     n = int(req.pop("n", None) or 1)
     if n == 1:
-        return await gw.router.call(model, endpoint, req)
+        return await gw.router.call(model, endpoint, req, user)
     seeds = [None if req.get("seed") is None else req["seed"] + i for i in range(n)]
     results = await asyncio.gather(*(gw.router.call(model, endpoint, {**req, "seed": seed} if seed is not None
-                                                    else req) for seed in seeds))
+                                                    else req, user) for seed in seeds))
     backend, resp = results[0]
     resp["choices"] = [{**c, "index": i} for i, (_, r) in enumerate(results) for c in r.get("choices", [])[:1]]
     outs = sum(_usage(r)[1] for _, r in results)
@@ -246,7 +255,7 @@ def conform(resp: dict[str, Any], endpoint: str) -> dict[str, Any]:
 
 async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[str, Any], call: Call) -> Response:
     try:
-        backend, first, rest, deadline = await gw.router.open_stream(model, endpoint, req)
+        backend, first, rest, deadline = await gw.router.open_stream(model, endpoint, req, call.route_user)
     except EngineError as e:
         return await _failed(gw, call, model, endpoint, e)
     mid = model.config.id
@@ -291,13 +300,15 @@ async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[
                                                     for c in chunk.get("choices", [])):
                         first_token_seen = True
                         call.ttft_s = time.perf_counter() - call.t0
-                        gw.metrics.ttft.observe(call.ttft_s, model=mid, backend=backend.name)
+                        gw.metrics.ttft.observe(call.ttft_s, model=mid, backend=backend.name,
+                                                variant=gw.router.variant_of(model, backend.name))
                     out.append(sse(chunk))
                 yield b"".join(out)  # one write per batch: coalesced tokens stay coalesced on the wire
             yield b"data: [DONE]\n\n"
         finally:
             # Closing the handle stream cancels the generation in the replica (a client that left frees its slot).
             await _aclose(batches)
+            await gw.router.release(backend)
             await account(gw, call, model, backend.name, endpoint, n_in, n_out)
 
     return StreamingResponse(events(), media_type="text/event-stream",

@@ -9,6 +9,7 @@ the request's own deadline allows.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -197,6 +198,13 @@ class RoutedModel:
     config: ModelConfig
     backends: list[Backend]
     breakers: dict[str, Breaker] = field(default_factory=dict)
+    strategy_override: str | None = None  # a tag's group routes least-busy whatever its members say
+
+    @property
+    def strategy(self) -> str:
+        from cluster.gateway_config import strategy_name
+
+        return self.strategy_override or strategy_name(self.config.routing_strategy)
 
 
 class AllBackendsFailed(EngineError):
@@ -229,9 +237,15 @@ def overloaded(e: BaseException) -> bool:
 
 class Router:
     def __init__(self, models: dict[str, RoutedModel], metrics: Any, request_timeout_s: float,
-                 breaker: BreakerConfig | None = None, shared: SharedBreakers | None = None):
+                 breaker: BreakerConfig | None = None, shared: SharedBreakers | None = None,
+                 state: Any = None, rollouts: dict[str, Any] | None = None):
+        from apps.gateway.routing import RoutingState
+
         self.models = models
         self.shared = shared or SharedBreakers(None)
+        self.state = state or RoutingState(None)  # in-flight counts and latency averages (routing.py)
+        self.rollouts = rollouts or {}  # model id -> Rollout (rollout.py)
+        self._shadow_tasks: set[asyncio.Task] = set()
         self.metrics = metrics
         self.request_timeout_s = request_timeout_s
         # How long requests wait for a dead replica to come back before that counts as the backend failing.
@@ -240,11 +254,12 @@ class Router:
             for b in m.backends:
                 m.breakers.setdefault(b.name, Breaker(breaker or BreakerConfig()))
 
-    async def _candidates(self, model: RoutedModel, attempts: list[Attempt]) -> AsyncIterator[Backend]:
-        """Backends in fallback order whose breaker lets a request through, asked lazily so a half-open
+    async def _candidates(self, model: RoutedModel, attempts: list[Attempt], order: list[Backend]
+                          ) -> AsyncIterator[Backend]:
+        """Backends in routing order whose breaker lets a request through, asked lazily so a half-open
         breaker's single trial is only spent when that backend is really tried. A breaker another replica
         opened (shared through Redis) counts as open here too."""
-        for b in model.backends:
+        for b in order:
             breaker = model.breakers[b.name]
             if breaker.state() == "closed" and await self.shared.is_open(b.name):
                 attempts.append(Attempt(b.name, "circuit breaker open (opened by another gateway replica)"))
@@ -259,7 +274,8 @@ class Router:
         if breaker.state() != "closed":
             await self.shared.opened(backend.name, breaker.config.cooldown_s)
         kind = "timeout" if err.status == 504 else "backend_error"
-        self.metrics.errors.inc(model=model.config.id, backend=backend.name, endpoint=endpoint, kind=kind)
+        self.metrics.errors.inc(model=model.config.id, backend=backend.name, endpoint=endpoint, kind=kind,
+                                variant=self.variant_of(model, backend.name))
         self._publish_breaker(model, backend)
 
     async def _record_success(self, model: RoutedModel, backend: Backend) -> None:
@@ -268,16 +284,64 @@ class Router:
         if was_open:
             await self.shared.closed(backend.name)
         self._publish_breaker(model, backend)
-        first = model.backends[0].name
-        if backend.name != first:
-            self.metrics.fallbacks.inc(model=model.config.id, from_backend=first, to_backend=backend.name)
+    def variant_of(self, model: RoutedModel, backend: str) -> str:
+        """The backend's part in its model's rollout (stable, canary, shadow), "" without one."""
+        rollout = self.rollouts.get(model.config.id)
+        return rollout.variant_of(backend) if rollout else ""
+
+    async def plan(self, model: RoutedModel, user: str) -> tuple[list[Backend], str | None]:
+        """(the order this request tries backends in, its rollout variant or None)."""
+        from apps.gateway.routing import order_backends
+
+        rollout = self.rollouts.get(model.config.id)
+        variant = rollout.variant_for(user) if rollout else None
+        first = rollout.backend_of(variant) if rollout else None
+        return await order_backends(model, user, self.state, first), variant
 
     def _publish_breaker(self, model: RoutedModel, backend: Backend) -> None:
         state = model.breakers[backend.name].state()
         self.metrics.breaker_open.set(0.0 if state == "closed" else 1.0, model=model.config.id, backend=backend.name)
 
-    async def _failover(self, model: RoutedModel, endpoint: str, attempt: Any,
-                        deadline: float | None = None) -> tuple[Backend, Any]:
+    async def _failover(self, model: RoutedModel, endpoint: str, attempt: Any, deadline: float | None = None,
+                        user: str = "", hold: bool = False) -> tuple[Backend, Any]:
+        """`_try_in_order` over this request's routing plan; the rollout variant it was routed to learns whether
+        its backend answered (and how fast)."""
+        order, variant = await self.plan(model, user)
+        t0 = time.monotonic()
+        backend: Backend | None = None
+        try:
+            backend, result = await self._try_in_order(model, endpoint, attempt, deadline, order, hold)
+            if backend.name != order[0].name:
+                self.metrics.fallbacks.inc(model=model.config.id, from_backend=order[0].name, to_backend=backend.name)
+            return backend, result
+        finally:
+            if variant is not None:
+                primary = self.rollouts[model.config.id].backend_of(variant)
+                answered = backend is not None and backend.name == primary
+                self.rollouts[model.config.id].observe(variant, answered, time.monotonic() - t0 if answered else None)
+
+    async def _measured(self, backend: Backend, attempt: Any, timeout: float, hold: bool) -> Any:
+        """One attempt, counted in flight and timed for the routing strategies. A held attempt (an opened stream)
+        stays in flight until `release`."""
+        started = time.monotonic()
+        await self.state.started(backend.name)
+        try:
+            result = await attempt(backend, timeout)
+        except BaseException:
+            await self.state.ended(backend.name, None)
+            raise
+        if hold:
+            await self.state.observed(backend.name, time.monotonic() - started)
+        else:
+            await self.state.ended(backend.name, time.monotonic() - started)
+        return result
+
+    async def release(self, backend: Backend) -> None:
+        """A held stream ended."""
+        await self.state.ended(backend.name, None)
+
+    async def _try_in_order(self, model: RoutedModel, endpoint: str, attempt: Any, deadline: float | None,
+                            order: list[Backend], hold: bool) -> tuple[Backend, Any]:
         """Try backends in order: `attempt(backend, timeout)` either returns or raises. Client errors (4xx) go
         straight back to the caller with no strike; a replica that died is waited for (Serve restarts it) for up to
         `restart_grace_s`, an overloaded one is skipped without a strike; anything else counts against that backend
@@ -285,7 +349,7 @@ class Router:
         deadline = deadline or time.monotonic() + self.request_timeout_s
         attempts: list[Attempt] = []
         shed = False
-        async for backend in self._candidates(model, attempts):
+        async for backend in self._candidates(model, attempts, order):
             gone_since: float | None = None
             pause = 0.1
             while True:
@@ -293,7 +357,7 @@ class Router:
                 if left <= 0:
                     break
                 try:
-                    result = await attempt(backend, min(backend.config.timeout_s, left))
+                    result = await self._measured(backend, attempt, min(backend.config.timeout_s, left), hold)
                 except EngineError as e:
                     if e.caller_fault:
                         model.breakers[backend.name].release()
@@ -329,7 +393,8 @@ class Router:
                 break
         raise AllBackendsFailed(model.config.id, attempts, retry_after_s=1 if shed else 5)
 
-    async def call(self, model: RoutedModel, endpoint: str, req: dict[str, Any]) -> tuple[Backend, dict[str, Any]]:
+    async def call(self, model: RoutedModel, endpoint: str, req: dict[str, Any], user: str = ""
+                   ) -> tuple[Backend, dict[str, Any]]:
         """Non-streaming: the first backend that answers within its timeout and the request's deadline."""
         async def attempt(backend: Backend, timeout: float) -> dict[str, Any]:
             fn = backend.chat if endpoint == "chat" else backend.complete
@@ -338,11 +403,14 @@ class Router:
             except asyncio.TimeoutError:
                 raise EngineError(504, f"timed out after {timeout:.1f}s") from None
 
-        return await self._failover(model, endpoint, attempt)
+        backend, result = await self._failover(model, endpoint, attempt, user=user)
+        self._shadow(model, endpoint, req, _answer_text(result))
+        return backend, result
 
-    async def open_stream(self, model: RoutedModel, endpoint: str, req: dict[str, Any]
+    async def open_stream(self, model: RoutedModel, endpoint: str, req: dict[str, Any], user: str = ""
                           ) -> tuple[Backend, list[dict[str, Any]], AsyncIterator[list[dict[str, Any]]], float]:
-        """Streaming: fail over until a backend yields its first batch; after that the stream is committed."""
+        """Streaming: fail over until a backend yields its first batch; after that the stream is committed. The
+        backend stays in flight (least-busy) until the caller's `release(backend)`."""
         async def attempt(backend: Backend, timeout: float) -> tuple[list[dict[str, Any]], Any]:
             gen = backend.stream(endpoint, req)
             try:
@@ -358,8 +426,30 @@ class Router:
             return first, gen
 
         deadline = time.monotonic() + self.request_timeout_s
-        backend, (first, gen) = await self._failover(model, endpoint, attempt, deadline)
+        backend, (first, gen) = await self._failover(model, endpoint, attempt, deadline, user, hold=True)
+        self._shadow(model, endpoint, {k: v for k, v in req.items() if k not in ("stream", "stream_options")}, None)
         return backend, first, gen, deadline
+
+    def _shadow(self, model: RoutedModel, endpoint: str, req: dict[str, Any], answer: str | None) -> None:
+        """A copy of the request to the rollout's shadow backend, in the background; its answer is compared with
+        `answer` (what the caller got; None for streams) and dropped."""
+        rollout = self.rollouts.get(model.config.id)
+        if rollout is None or not rollout.config.shadow or random.randrange(100) >= rollout.config.shadow_percent:
+            return
+        shadow = next(b for b in model.backends if b.name == rollout.config.shadow)
+
+        async def run() -> None:
+            fn = shadow.chat if endpoint == "chat" else shadow.complete
+            try:
+                result = await asyncio.wait_for(fn(req), timeout=shadow.config.timeout_s)
+            except Exception as e:  # noqa: BLE001 - a shadow's failure is recorded, never the caller's
+                rollout.record_shadow(answer, None, f"{type(e).__name__}: {e}"[:200])
+                return
+            rollout.record_shadow(answer, _answer_text(result), None)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._shadow_tasks.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._shadow_tasks.discard)
 
     async def stream_failed(self, model: RoutedModel, backend: Backend, endpoint: str, err: EngineError) -> None:
         """A committed stream broke: nothing can fail over any more, but the backend is charged for it."""
@@ -370,6 +460,14 @@ class Router:
         return {mid: {b.name: {"engine": b.config.engine, "breaker": m.breakers[b.name].state(),
                                "failures": m.breakers[b.name].failures} for b in m.backends}
                 for mid, m in self.models.items()}
+
+
+def _answer_text(result: Any) -> str | None:
+    try:
+        choice = result["choices"][0]
+        return choice["message"].get("content") if "message" in choice else choice.get("text")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
 
 
 async def _aclose(gen: Any) -> None:

@@ -112,7 +112,7 @@ def test_streaming_fallback_and_cost(serve_stack):
 def test_metrics_count_what_was_sent(serve_stack):
     def count() -> float:
         for line in serve_stack.http().get("/metrics").text.splitlines():
-            if line.startswith('conductor_requests_total{backend="echo-local",endpoint="chat",model="echo",status="ok"}'):
+            if line.startswith('conductor_requests_total{backend="echo-local",endpoint="chat",model="echo",status="ok",variant=""}'):
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
