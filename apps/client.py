@@ -25,6 +25,19 @@ ConductorAPIError = APIStatusError
 # guard honours only with the internal key: a user's own key can never claim another user.
 ACTING_FOR: ContextVar[str | None] = ContextVar("conductor_acting_for", default=None)
 ON_BEHALF_HEADER = "x-conductor-user"
+REQUEST_ID_HEADER = "x-request-id"  # Serve's: accepted from the client (or made), returned, and in every log line
+
+
+def current_request_id() -> str | None:
+    """The id of the Serve request this code is serving, if any."""
+    try:
+        from ray.serve.context import _get_serve_request_context
+    except ImportError:  # pragma: no cover - a client outside any Ray install
+        return None
+    try:
+        return _get_serve_request_context().request_id or None
+    except Exception:  # noqa: BLE001 - outside a replica there is no request context
+        return None
 
 
 @contextmanager
@@ -63,10 +76,14 @@ class ConductorClient(OpenAIHTTP):
         return cls(serve_base_url(config), config.server.internal_api_key, timeout, acting_user)
 
     def _say_who(self, request: httpx.Request) -> None:
-        """Runs in the caller's thread as each request is sent, so it sees that caller's context."""
+        """Runs in the caller's thread as each request is sent, so it sees that caller's context: the user it acts
+        for, and the request id of the request being served (one id through every hop, in every log line)."""
         user = self._acting_user()
         if user:
             request.headers[ON_BEHALF_HEADER] = quote(user, safe="")
+        rid = current_request_id()
+        if rid and REQUEST_ID_HEADER not in request.headers:
+            request.headers[REQUEST_ID_HEADER] = rid
 
     def __enter__(self) -> "ConductorClient":
         return self

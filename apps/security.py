@@ -34,6 +34,7 @@ UI_PUBLIC_ROUTES = {"/", "/login", "/login/", "/logout", "/config", "/config/", 
                     "/pwa_icon", "/pwa_icon/{size}", "/manifest.json"}
 # Content types a page on another site may POST without a CORS preflight: never accepted as an upload.
 SIMPLE_FORM_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 MAX_JSON_DEPTH = 64  # deeper bodies are refused before any code walks them recursively
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
@@ -328,6 +329,10 @@ class Guard:
         from apps.limits import ORIGIN_REFUSALS
 
         headers = Headers(scope=scope)
+        rid = headers.get("x-request-id")
+        if rid is not None and not _REQUEST_ID.fullmatch(rid):
+            return await send_error(send, 400, "x-request-id must be 1-128 characters of A-Z a-z 0-9 . _ : -",
+                                    code="invalid_request_id", scope=scope)
         why = cross_site_refusal(self.config, headers, self.required)
         if why:
             ORIGIN_REFUSALS.labels(reason="host" if why.startswith("host") else "origin").inc()

@@ -53,6 +53,9 @@ class DeploymentResources(_Strict):
             "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
             "max_ongoing_requests": self.max_ongoing_requests,
             "max_queued_requests": self.max_queued_requests,
+            # One JSON object per log line, each with Serve's request_id: the x-request-id a client sent (or one
+            # Serve made), carried through every handle call and, by ConductorClient, every app-to-app hop.
+            "logging_config": {"encoding": "JSON", "log_level": "INFO"},
         }
         replicas = fixed_replicas or self.num_replicas
         if replicas:
