@@ -18,6 +18,7 @@ CORE_COMMANDS: dict[str, str] = {
     "down": "cluster.commands:down",
     "status": "cluster.commands:status",
     "serve-config": "cluster.commands:serve_config",
+    "deploy-config": "cluster.deploy_config:deploy_config",
     "job": "cluster.commands:job",
 }
 

@@ -105,12 +105,14 @@ def serve_config_yaml(config: ConductorConfig, config_path: str) -> str:
 
 
 def build_named_app(args: dict[str, Any]) -> Any:
-    """`serve deploy` entry point: {app: NAME, config_path: PATH} -> that app, built as `conductor up` builds it
-    (API keys are read from the environment of the process that runs the builder)."""
+    """`serve deploy` entry point: {app: NAME, config_path: PATH} or {app: NAME, config: {...}} (the KubeRay
+    RayService inlines it) -> that app, built as `conductor up` builds it (API keys are read from the environment
+    of the process that runs the builder)."""
     from apps.common import with_deploy_secrets
-    from cluster.config import load_config
+    from cluster.config import config_from_dict, load_config
 
-    config = with_deploy_secrets(load_config(args.get("config_path")))
+    loaded = config_from_dict(args["config"]) if "config" in args else load_config(args.get("config_path"))
+    config = with_deploy_secrets(loaded)
     for spec, app in build_applications(config, only=[args["app"]]):
         return app
     raise ValueError(f"app {args['app']!r} is disabled or not importable")
