@@ -183,7 +183,9 @@ class ServerConfig(_Strict):
                                      "fallback attempt and the whole stream.")
     proxy_timeout_s: float = Field(1800.0, gt=0, description="Serve's HTTP proxy ends any request older than this "
                                    "(long uploads and ingests included); a backstop, not the model deadline.")
-    cache_size: int = Field(256, ge=0, description="Entries in the exact-match response cache (temperature 0 only).")
+    cache_size: int = Field(256, ge=0, description="Entries in the exact-match response cache (temperature 0 only; "
+                            "in Redis when redis_url is set, else per replica). 0 disables it.")
+    cache_ttl_s: float = Field(600.0, gt=0, description="How long a cached answer is served.")
     api_key_hashes: dict[str, str] = Field(
         default_factory=dict,
         description="sha256(key) -> user. Filled at deploy time from api_keys_env, so replicas never hold user keys.",

@@ -47,7 +47,8 @@ class Gateway:
     def __init__(self, config: dict[str, Any], llm_handles: dict[str, Any], embedder: Any):
         self.config = config_from_dict(config)
         self.metrics = GatewayMetrics()
-        self.cache = ResponseCache(self.config.server.cache_size)
+        self.cache = ResponseCache(self.config.server.cache_size, self.config.server.cache_ttl_s,
+                                   self.config.server.redis_url)
         from apps.gateway.accounting import Accounting
 
         self.accounting = Accounting(self.config, self.metrics)  # virtual keys' budgets and the spend log

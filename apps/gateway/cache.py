@@ -1,4 +1,5 @@
-"""Exact-match response cache for deterministic requests (temperature 0, not streamed).
+"""Exact-match response cache for deterministic requests (temperature 0, not streamed), shared through Redis when
+configured.
 
 Sampling at temperature > 0 is meant to differ between calls, so only greedy requests are cached.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -23,20 +25,62 @@ def cache_key(endpoint: str, model: str, req: dict[str, Any], user: str) -> str 
 
 
 class ResponseCache:
-    def __init__(self, size: int):
-        self.size = size
-        self._data: OrderedDict[str, tuple[str, dict[str, Any]]] = OrderedDict()
+    """Answers by key for `ttl_s`: in Redis when `redis_url` is set (every gateway replica shares one cache), else
+    in this replica's LRU of `size` entries. While Redis fails, the LRU answers (and Redis is retried after 5 s)."""
 
-    def get(self, key: str | None) -> tuple[str, dict[str, Any]] | None:
-        if key is None or key not in self._data:
+    def __init__(self, size: int, ttl_s: float = 600.0, redis_url: str | None = None,
+                 prefix: str = "conductor:cache", timeout_s: float = 0.25):
+        self.size, self.ttl_s, self.redis_url, self.prefix, self.timeout_s = size, ttl_s, redis_url, prefix, timeout_s
+        self._data: OrderedDict[str, tuple[float, str, dict[str, Any]]] = OrderedDict()
+        self._clients: dict[int, Any] = {}
+        self._down_until = 0.0
+
+    async def _redis(self, op: Any) -> Any:
+        """op(client)'s result; `_MISSING` when Redis is not configured or failed."""
+        import asyncio
+
+        if self.redis_url is None or time.monotonic() < self._down_until:
+            return _MISSING
+        import redis.asyncio as aredis
+
+        loop = id(asyncio.get_running_loop())
+        try:
+            if loop not in self._clients:
+                self._clients[loop] = aredis.Redis.from_url(self.redis_url, socket_timeout=self.timeout_s,
+                                                             socket_connect_timeout=self.timeout_s)
+            return await asyncio.wait_for(op(self._clients[loop]), timeout=self.timeout_s * 2)
+        except Exception:  # noqa: BLE001 - Redis trouble: this replica's LRU for a while
+            self._clients.pop(loop, None)
+            self._down_until = time.monotonic() + 5.0
+            return _MISSING
+
+    async def get(self, key: str | None) -> tuple[str, dict[str, Any]] | None:
+        if key is None:
+            return None
+        raw = await self._redis(lambda r: r.get(f"{self.prefix}:{key}"))
+        if raw is not _MISSING:
+            if raw is None:
+                return None
+            doc = json.loads(raw)
+            return doc["backend"], doc["response"]
+        found = self._data.get(key)
+        if found is None or time.monotonic() - found[0] > self.ttl_s:
+            self._data.pop(key, None)
             return None
         self._data.move_to_end(key)
-        return self._data[key]
+        return found[1], found[2]
 
-    def put(self, key: str | None, backend: str, response: dict[str, Any]) -> None:
+    async def put(self, key: str | None, backend: str, response: dict[str, Any]) -> None:
         if key is None or self.size <= 0:
             return
-        self._data[key] = (backend, response)
+        doc = json.dumps({"backend": backend, "response": response})
+        stored = await self._redis(lambda r: r.set(f"{self.prefix}:{key}", doc, px=max(1, int(self.ttl_s * 1000))))
+        if stored is not _MISSING:
+            return
+        self._data[key] = (time.monotonic(), backend, response)
         self._data.move_to_end(key)
         while len(self._data) > self.size:
             self._data.popitem(last=False)
+
+
+_MISSING = object()

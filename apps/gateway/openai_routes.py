@@ -201,7 +201,9 @@ async def _failed(gw: Any, call: Call, model: RoutedModel, endpoint: str, e: Eng
 
 async def whole_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[str, Any], call: Call) -> Response:
     key = cache_key(endpoint, model.config.id, req, call.user)
-    hit = gw.cache.get(key)
+    hit = await gw.cache.get(key)
+    if key is not None:
+        gw.metrics.cache_requests.inc(model=model.config.id, outcome="hit" if hit is not None else "miss")
     if hit is not None:
         gw.metrics.cache_hits.inc(model=model.config.id)
         await gw.accounting.finish(call, model.config.id, hit[0], endpoint, *_usage(hit[1]), cache="hit")
@@ -214,8 +216,9 @@ async def whole_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[s
     conform(resp, endpoint)
     n_in, n_out = _usage(resp)
     await account(gw, call, model, backend.name, endpoint, n_in, n_out)
-    gw.cache.put(key, backend.name, resp)
-    return JSONResponse(resp, headers={BACKEND_HEADER: backend.name})
+    await gw.cache.put(key, backend.name, resp)
+    headers = {BACKEND_HEADER: backend.name, **({"x-conductor-cache": "miss"} if key is not None else {})}
+    return JSONResponse(resp, headers=headers)
 
 
 async def _generate_choices(gw: Any, model: RoutedModel, endpoint: str, req: dict[str, Any], user: str
