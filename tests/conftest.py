@@ -166,48 +166,15 @@ def serve_stack(ray_cluster, hosted_apis, trained_export, scripted_chat, tmp_pat
 
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory):
-    """A real PostgreSQL server (Debian's postgresql) on a free loopback port, run as the `postgres` user when
-    the suite runs as root (initdb refuses root). Skips when the binaries are absent."""
-    import shutil
-    import subprocess
-    import time
+    """A real PostgreSQL server (Debian's postgresql, tests/pg_server.py). Skips when the binaries are absent."""
+    from tests.pg_server import start_postgres
 
-    initdb = shutil.which("initdb") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
-    if initdb is None:
+    server = start_postgres()
+    if server is None:
         pytest.skip("PostgreSQL is not installed (scripts/system-deps.sh installs it)")
-    import tempfile
-
-    bindir = Path(os.path.realpath(initdb)).parent
-    # Not under pytest's tmp (0700, root's): the server's own user must reach its data folder.
-    root = Path(tempfile.mkdtemp(prefix="conductor-pg-"))
-    data = root / "data"
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        as_user = ["runuser", "-u", "postgres", "--"]
-        os.chmod(root, 0o777)
-    port = free_port()
-    subprocess.run(as_user + [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "conductor"],
-                   check=True, capture_output=True)
-    proc = subprocess.Popen(as_user + [str(bindir / "postgres"), "-D", str(data), "-p", str(port),
-                                       "-c", "listen_addresses=127.0.0.1", "-k", str(data)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"postgresql://conductor@127.0.0.1:{port}/postgres"
-    import psycopg
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            psycopg.connect(url, connect_timeout=2).close()
-            break
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("PostgreSQL did not start")
-            time.sleep(0.3)
+    url, stop = server
     yield url
-    proc.terminate()
-    proc.wait(timeout=30)
-    shutil.rmtree(root, ignore_errors=True)
+    stop()
 
 
 @pytest.fixture(scope="session")

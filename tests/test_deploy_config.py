@@ -81,3 +81,21 @@ def test_the_ray_up_file_passes_rays_own_cluster_schema():
         pass
     else:
         raise AssertionError("ray's schema accepted a provider without a type")
+
+
+def test_the_readme_deploy_config_commands_run_as_written(tmp_path):
+    import re
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    lines = [ln for ln in (repo / "README.md").read_text().splitlines()
+             if ln.startswith(".venv/bin/conductor deploy-config")]
+    assert len(lines) == 2
+    for line in lines:
+        cmd = line.replace(".venv/bin/conductor", str(repo / ".venv" / "bin" / "conductor"))
+        r = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert yaml.safe_load((tmp_path / "rayservice.yaml").read_text())["kind"] == "RayService"
+    assert yaml.safe_load((tmp_path / "cluster.yaml").read_text())["provider"]["region"] == "us-west-2"
+    assert re.search(r"image: registry.example/conductor:latest", (tmp_path / "rayservice.yaml").read_text())

@@ -217,6 +217,23 @@ def test_the_readme_mcp_example_runs_against_a_keyless_server(env):
     assert r.stdout.strip() == "396"
 
 
+def test_the_readme_gateway_example_runs_against_a_keyless_server(env):
+    """The README's virtual-key block, as written (only the port is this server's): a key made, used and listed,
+    its spend reported."""
+    import re
+
+    repo = Path(__file__).resolve().parents[2]
+    readme = (repo / "README.md").read_text()
+    [block] = [b for b in re.findall(r"```bash\n(.*?)```", readme, re.S) if "conductor keys create" in b]
+    script = "set -euo pipefail\n" + block.replace("127.0.0.1:8000", f"127.0.0.1:{env['CONDUCTOR__SERVER__PORT']}")
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300, cwd=repo,
+                       env={k: v for k, v in env.items() if not k.startswith("_")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert '"chat.completion"' in r.stdout and "user=alice" in r.stdout
+    assert re.search(r"user=alice\s+model=smollm2\s+requests=1", r.stdout), r.stdout
+    assert "no rollouts configured" in r.stdout
+
+
 def test_down_stops_everything(env):
     r = subprocess.run([CONDUCTOR, "down"], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
