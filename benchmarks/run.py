@@ -15,7 +15,6 @@ import importlib
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 import traceback

@@ -12,6 +12,8 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from apps.gateway.redis_side import MISSING, BestEffortRedis
+
 _IGNORED = {"stream", "stream_options", "user"}
 
 
@@ -32,33 +34,13 @@ class ResponseCache:
                  prefix: str = "conductor:cache", timeout_s: float = 0.25):
         self.size, self.ttl_s, self.redis_url, self.prefix, self.timeout_s = size, ttl_s, redis_url, prefix, timeout_s
         self._data: OrderedDict[str, tuple[float, str, dict[str, Any]]] = OrderedDict()
-        self._clients: dict[int, Any] = {}
-        self._down_until = 0.0
-
-    async def _redis(self, op: Any) -> Any:
-        """op(client)'s result; `_MISSING` when Redis is not configured or failed."""
-        import asyncio
-
-        if self.redis_url is None or time.monotonic() < self._down_until:
-            return _MISSING
-        import redis.asyncio as aredis
-
-        loop = id(asyncio.get_running_loop())
-        try:
-            if loop not in self._clients:
-                self._clients[loop] = aredis.Redis.from_url(self.redis_url, socket_timeout=self.timeout_s,
-                                                             socket_connect_timeout=self.timeout_s)
-            return await asyncio.wait_for(op(self._clients[loop]), timeout=self.timeout_s * 2)
-        except Exception:  # noqa: BLE001 - Redis trouble: this replica's LRU for a while
-            self._clients.pop(loop, None)
-            self._down_until = time.monotonic() + 5.0
-            return _MISSING
+        self._redis = BestEffortRedis(redis_url, timeout_s).run
 
     async def get(self, key: str | None) -> tuple[str, dict[str, Any]] | None:
         if key is None:
             return None
         raw = await self._redis(lambda r: r.get(f"{self.prefix}:{key}"))
-        if raw is not _MISSING:
+        if raw is not MISSING:
             if raw is None:
                 return None
             doc = json.loads(raw)
@@ -75,12 +57,10 @@ class ResponseCache:
             return
         doc = json.dumps({"backend": backend, "response": response})
         stored = await self._redis(lambda r: r.set(f"{self.prefix}:{key}", doc, px=max(1, int(self.ttl_s * 1000))))
-        if stored is not _MISSING:
+        if stored is not MISSING:
             return
         self._data[key] = (time.monotonic(), backend, response)
         self._data.move_to_end(key)
         while len(self._data) > self.size:
             self._data.popitem(last=False)
 
-
-_MISSING = object()

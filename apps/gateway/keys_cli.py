@@ -83,24 +83,22 @@ def list_keys(user: str | None, include_revoked: bool, as_json: bool, url: str |
         click.echo("no keys")
 
 
-@keys.command("revoke")
-@click.argument("key_id")
-@json_option
-@url_option
-def revoke(key_id: str, as_json: bool, url: str | None) -> None:
-    """Revoke a key: it stops working at once (within server.accounting.key_cache_s on other replicas)."""
-    doc = _call(url, "DELETE", f"/v1/admin/keys/{key_id}")
-    click.echo(json.dumps(doc) if as_json else f"revoked {doc['id']}")
+def _key_action(method: str, suffix: str, show: Any) -> Any:
+    """A `keys` subcommand on one key id: the admin route's answer, as JSON or as `show(doc)`."""
+    @click.argument("key_id")
+    @json_option
+    @url_option
+    def run(key_id: str, as_json: bool, url: str | None) -> None:
+        doc = _call(url, method, f"/v1/admin/keys/{key_id}{suffix}")
+        click.echo(json.dumps(doc) if as_json else show(doc))
+
+    return run
 
 
-@keys.command("rotate")
-@click.argument("key_id")
-@json_option
-@url_option
-def rotate(key_id: str, as_json: bool, url: str | None) -> None:
-    """A new secret for a key (same id, limits and spend); the old secret stops working."""
-    doc = _call(url, "POST", f"/v1/admin/keys/{key_id}/rotate")
-    click.echo(json.dumps(doc) if as_json else f"key:  {doc['key']}\nid:   {doc['id']}")
+keys.command("revoke", help="Revoke a key: it stops working at once (within server.accounting.key_cache_s on "
+             "other replicas).")(_key_action("DELETE", "", lambda d: f"revoked {d['id']}"))
+keys.command("rotate", help="A new secret for a key (same id, limits and spend); the old secret stops working.")(
+    _key_action("POST", "/rotate", lambda d: f"key:  {d['key']}\nid:   {d['id']}"))
 
 
 @click.command("spend")

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-import time
 from typing import Any
+
+from apps.gateway.redis_side import MISSING, BestEffortRedis
 
 EWMA_ALPHA = 0.3  # weight of the newest latency sample: recent enough to follow a slowing backend, not jittery
 
@@ -43,24 +44,11 @@ class RoutingState:
         self._inflight: dict[str, int] = {}
         self._latency: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._clients: dict[int, Any] = {}
-        self._down_until = 0.0
+        self._side = BestEffortRedis(redis_url, timeout_s)
 
     async def _redis(self, op: Any) -> Any:
-        if self.redis_url is None or time.monotonic() < self._down_until:
-            return None
-        import redis.asyncio as aredis
-
-        loop = id(asyncio.get_running_loop())
-        try:
-            if loop not in self._clients:
-                self._clients[loop] = aredis.Redis.from_url(self.redis_url, socket_timeout=self.timeout_s,
-                                                             socket_connect_timeout=self.timeout_s)
-            return await asyncio.wait_for(op(self._clients[loop]), timeout=self.timeout_s * 2)
-        except Exception:  # noqa: BLE001 - Redis trouble: each replica on its own for a while
-            self._clients.pop(loop, None)
-            self._down_until = time.monotonic() + 5.0
-            return None
+        result = await self._side.run(op)
+        return None if result is MISSING else result
 
     async def started(self, backend: str) -> None:
         with self._lock:
