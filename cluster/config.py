@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cluster.gateway_config import AccountingConfig, RolloutConfig, Strategy
+from cluster.gateway_config import AccountingConfig, RolloutConfig, SemanticCacheConfig, Strategy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "conductor.yaml"
@@ -186,6 +186,7 @@ class ServerConfig(_Strict):
     cache_size: int = Field(256, ge=0, description="Entries in the exact-match response cache (temperature 0 only; "
                             "in Redis when redis_url is set, else per replica). 0 disables it.")
     cache_ttl_s: float = Field(600.0, gt=0, description="How long a cached answer is served.")
+    semantic_cache: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
     api_key_hashes: dict[str, str] = Field(
         default_factory=dict,
         description="sha256(key) -> user. Filled at deploy time from api_keys_env, so replicas never hold user keys.",

@@ -66,3 +66,22 @@ class AccountingConfig(BaseModel):
                              "past it the oldest are dropped (conductor_spend_rows_dropped_total).")
     key_cache_s: float = Field(2.0, ge=0, description="How long a replica trusts a virtual key it looked up: a key "
                                "revoked through another replica stops working within this.")
+
+
+class SemanticCacheConfig(BaseModel):
+    """Answers reused for prompts that mean the same (apps/gateway/semantic_cache.py): the prompt embedded by the
+    Embedder deployment, its nearest cached prompt in Qdrant, reused above `threshold` cosine similarity."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Off by default: a near match is not the same question.")
+    models: list[str] = Field(default_factory=list, description="Models (ids, aliases or tags) it serves; empty: "
+                              "every model.")
+    threshold: float = Field(0.95, gt=0, le=1, description="Cosine similarity a cached prompt needs.")
+    ttl_s: float = Field(3600.0, gt=0)
+    max_entries: int = Field(10_000, ge=1, description="Per replica with the in-memory store; oldest go first.")
+    scope: Literal["user", "shared"] = Field("user", description="user: one user's answers are never another's; "
+                                             "shared: every user's (public data only).")
+    allow_sampling: bool = Field(False, description="Also for temperature > 0 (meant to vary).")
+    allow_tools: bool = Field(False, description="Also for requests with tools.")
+    qdrant_url: str | None = Field(None, description="A Qdrant server shared by replicas; None: in memory.")

@@ -116,7 +116,7 @@ def _extra_models(hosted, trained: Path) -> list[dict]:
         {"id": "flaky", "backends": [hosted_backend("dead-port", f"http://127.0.0.1:{free_port()}/v1"),
                                      hosted_backend("flaky-b", hosted["b"].base_url)]},
         # Priced as a hosted API would be, so virtual keys' budgets mean something for a local engine too.
-        {"id": "echo", "aliases": ["echo-alias"], "tags": ["demo-group"],
+        {"id": "echo", "aliases": ["echo-alias"], "tags": ["demo-group", "semantic-group"],
          "backends": [{"name": "echo-local", "engine": "echo", "resources": {"num_cpus": 0.05},
                        "cost_per_1k_input": 1.0, "cost_per_1k_output": 1.0}]},
         # One slow request at a time and one waiting: the rest must be shed with 503 + Retry-After.

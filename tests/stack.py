@@ -66,6 +66,8 @@ def test_config(tmp: Path, port: int, extra_models: list[dict] | None = None,
     cfg = load_config(environ=env)
     data = cfg.model_dump()
     data["breaker"] = {"failure_threshold": 1, "cooldown_s": 3.0}
+    # Only requests to the tag "semantic-group" (the echo engine) meet the semantic cache.
+    data["server"]["semantic_cache"] = {"enabled": True, "models": ["semantic-group"], "threshold": 0.9}
     data["models"].extend(extra_models or [])
     data["agent"].update(agent_extra or {})
     return ConductorConfig.model_validate(data)

@@ -70,10 +70,11 @@ class Accounting:
         self.keys = open_key_store(config)
         self.spend = SpendLog(url, acc.buffer_rows, acc.retention_days, metrics)
 
-    def check_model(self, call: Call, model_id: str) -> None:
-        if call.key is not None:
+    def check_model(self, call: Call, name: str, model_id: str | None = None) -> None:
+        """A 403 unless the call's key may use the model by the name it sent (or, for an alias, its model)."""
+        if call.key is not None and not (model_id and model_id != name and model_id in call.key.models):
             try:
-                call.key.check_model(model_id)
+                call.key.check_model(name)
             except Refused as e:
                 raise refused(e) from None
 

@@ -56,6 +56,9 @@ class Gateway:
 
         self.responses = ResponseStore()  # the Responses API's stored conversations (previous_response_id)
         self.embedder = embedder
+        from apps.gateway.semantic_cache import SemanticCache
+
+        self.semantic = SemanticCache(self.config.server.semantic_cache, embedder)
         models: dict[str, RoutedModel] = {}
         for m in self.config.models:
             backends: list[Backend] = []

@@ -17,12 +17,22 @@ def spend_frames(client: Any, days: float = 2.0) -> tuple[Any, Any, str]:
         hourly = client.request("GET", "/v1/spend", params={"group_by": "hour,model", "days": days})
         totals = client.request("GET", "/v1/spend", params={"group_by": "user,model", "days": 30})
     except Exception as e:  # noqa: BLE001 - shown in the tab
-        empty = pd.DataFrame(columns=["hour", "model", "cost_usd", "requests"])
+        import time
+
+        empty = pd.DataFrame([{"hour": time.strftime("%Y-%m-%d %H:00", time.gmtime()), "cost_usd": 0.0,
+                               "requests": 0.0}])
         return empty, pd.DataFrame(), f"spend unavailable: {e}"
-    series = pd.DataFrame(hourly["data"] or [], columns=["hour", "model", "requests", "tokens_in", "tokens_out",
-                                                         "cost_usd", "errors"]).sort_values("hour")
-    # Floats for the plots' y axes (Gradio's bar plot draws no bar for an integer column).
-    series[["requests", "cost_usd"]] = series[["requests", "cost_usd"]].astype(float)
+    import time
+
+    # Never an empty frame: after one, Gradio's bar plot draws no bars for later data (a zero row for this hour).
+    rows = hourly["data"] or [{"hour": time.strftime("%Y-%m-%d %H:00", time.gmtime()), "model": "",
+                               "requests": 0, "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0, "errors": 0}]
+    by_model = pd.DataFrame(rows, columns=["hour", "model", "requests", "tokens_in", "tokens_out", "cost_usd",
+                                           "errors"])
+    # One bar per hour, as floats: Gradio's bar plot draws no bar for an integer column, nor for a colour (model)
+    # it did not see in its first frame. The models are in the totals table.
+    series = by_model.groupby("hour", as_index=False)[["requests", "cost_usd"]].sum().astype(
+        {"requests": float, "cost_usd": float}).sort_values("hour")
     table = pd.DataFrame(totals["data"] or [], columns=["user", "model", "requests", "tokens_in", "tokens_out",
                                                         "cost_usd", "errors"])
     spent = float(table["cost_usd"].sum()) if len(table) else 0.0
@@ -66,10 +76,8 @@ def build_tab(ctx: Any) -> None:
     status = gr.Markdown("", elem_id="spend-status")
     with gr.Row():
         # From zero: one hour's bar would otherwise span no height at all.
-        cost_plot = gr.BarPlot(x="hour", y="cost_usd", color="model", label="Spend per hour (USD)", height=260,
-                               y_lim=[0, None])
-        req_plot = gr.BarPlot(x="hour", y="requests", color="model", label="Requests per hour", height=260,
-                              y_lim=[0, None])
+        cost_plot = gr.BarPlot(x="hour", y="cost_usd", label="Spend per hour (USD)", height=260, y_lim=[0, None])
+        req_plot = gr.BarPlot(x="hour", y="requests", label="Requests per hour", height=260, y_lim=[0, None])
     totals = gr.Dataframe(label="Last 30 days by user and model", interactive=False, elem_id="spend-totals")
     rollouts = gr.Dataframe(label="Rollouts (admins)", interactive=False, elem_id="rollouts-table")
     gr.Markdown("### Virtual keys (admins)")

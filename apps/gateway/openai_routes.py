@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,6 +24,7 @@ from apps.gateway.schemas import validate as _validate
 from deployments.engines.base import EngineError
 
 BACKEND_HEADER = "x-conductor-backend"
+log = logging.getLogger("conductor.gateway")
 
 
 def build_api(gw: Any) -> FastAPI:
@@ -37,7 +39,7 @@ def build_api(gw: Any) -> FastAPI:
         if mid not in gw.names:  # ids, aliases and tags (app.model_names)
             raise APIError(404, f"model {mid!r} does not exist; available: {sorted(gw.names)}",
                            code="model_not_found", param="model")
-        gw.accounting.check_model(call, mid)
+        gw.accounting.check_model(call, mid, gw.names[mid].config.id)  # an alias is its model
         return gw.names[mid]
 
     def prepare(model: RoutedModel, parsed: Any) -> dict[str, Any]:
@@ -208,6 +210,9 @@ async def whole_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[s
         gw.metrics.cache_hits.inc(model=model.config.id)
         await gw.accounting.finish(call, model.config.id, hit[0], endpoint, *_usage(hit[1]), cache="hit")
         return JSONResponse(hit[1], headers={BACKEND_HEADER: hit[0], "x-conductor-cache": "hit"})
+    vector, similar = await _semantic_lookup(gw, model, endpoint, req, call)
+    if similar is not None:
+        return similar
     try:
         backend, resp = await _generate_choices(gw, model, endpoint, req, call.route_user)
     except EngineError as e:
@@ -217,8 +222,42 @@ async def whole_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[s
     n_in, n_out = _usage(resp)
     await account(gw, call, model, backend.name, endpoint, n_in, n_out)
     await gw.cache.put(key, backend.name, resp)
-    headers = {BACKEND_HEADER: backend.name, **({"x-conductor-cache": "miss"} if key is not None else {})}
+    if vector is not None:
+        await _semantic_store(gw, vector, model, endpoint, req, call, backend.name, resp)
+    cached = key is not None or vector is not None
+    headers = {BACKEND_HEADER: backend.name, **({"x-conductor-cache": "miss"} if cached else {})}
     return JSONResponse(resp, headers=headers)
+
+
+async def _semantic_lookup(gw: Any, model: RoutedModel, endpoint: str, req: dict[str, Any], call: Call
+                           ) -> tuple[list[float] | None, Response | None]:
+    """(the prompt's vector to store the answer under, or None; the cached answer of a prompt that means the same,
+    or None). A cache that fails (the embedder restarting) costs a miss, never the request."""
+    sem, mid = gw.semantic, model.config.id
+    if not sem.eligible(mid, req):
+        return None, None
+    try:
+        vector, found = await sem.lookup(endpoint, mid, req, call.user)
+    except Exception as e:  # noqa: BLE001
+        gw.metrics.cache_requests.inc(model=mid, outcome="semantic_error")
+        log.warning("semantic cache lookup failed (%s); answering without it", type(e).__name__)
+        return None, None
+    if found is None:
+        gw.metrics.cache_requests.inc(model=mid, outcome="semantic_miss")
+        return vector, None
+    backend, answer, similarity = found
+    gw.metrics.cache_requests.inc(model=mid, outcome="semantic")
+    await gw.accounting.finish(call, mid, backend, endpoint, *_usage(answer), cache="semantic")
+    return vector, JSONResponse(answer, headers={BACKEND_HEADER: backend, "x-conductor-cache": "semantic",
+                                                 "x-conductor-cache-similarity": f"{similarity:.4f}"})
+
+
+async def _semantic_store(gw: Any, vector: list[float], model: RoutedModel, endpoint: str, req: dict[str, Any],
+                          call: Call, backend: str, resp: dict[str, Any]) -> None:
+    try:
+        await gw.semantic.store(vector, endpoint, model.config.id, req, call.user, backend, resp)
+    except Exception as e:  # noqa: BLE001 - not cached this time
+        log.warning("semantic cache store failed (%s)", type(e).__name__)
 
 
 async def _generate_choices(gw: Any, model: RoutedModel, endpoint: str, req: dict[str, Any], user: str

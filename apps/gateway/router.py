@@ -284,6 +284,7 @@ class Router:
         if was_open:
             await self.shared.closed(backend.name)
         self._publish_breaker(model, backend)
+
     def variant_of(self, model: RoutedModel, backend: str) -> str:
         """The backend's part in its model's rollout (stable, canary, shadow), "" without one."""
         rollout = self.rollouts.get(model.config.id)
