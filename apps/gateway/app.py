@@ -12,9 +12,15 @@ from typing import Any
 from ray import serve
 
 from apps.client import serve_base_url
+from apps.gateway.accounting import Accounting
 from apps.gateway.cache import ResponseCache
 from apps.gateway.metrics import GatewayMetrics
-from apps.gateway.router import Backend, HandleBackend, InProcessBackend, RoutedModel, Router
+from apps.gateway.responses import ResponseStore
+from apps.gateway.rollout import Rollouts
+from apps.gateway.router import Backend, HandleBackend, InProcessBackend, RoutedModel, Router, SharedBreakers
+from apps.gateway.routing import RoutingState
+from apps.gateway.semantic_cache import SemanticCache
+from apps.keys import accounting_url
 from cluster.config import ConductorConfig, config_from_dict
 from deployments.embedder import embedder_deployment
 from deployments.engines.base import engine_class
@@ -46,44 +52,35 @@ def _start_engine(engine: Any) -> None:
 class Gateway:
     def __init__(self, config: dict[str, Any], llm_handles: dict[str, Any], embedder: Any):
         self.config = config_from_dict(config)
+        server = self.config.server
         self.metrics = GatewayMetrics()
-        self.cache = ResponseCache(self.config.server.cache_size, self.config.server.cache_ttl_s,
-                                   self.config.server.redis_url)
-        from apps.gateway.accounting import Accounting
-
+        self.cache = ResponseCache(server.cache_size, server.cache_ttl_s, server.redis_url)
         self.accounting = Accounting(self.config, self.metrics)  # virtual keys' budgets and the spend log
-        from apps.gateway.responses import ResponseStore
-
-        self.responses = ResponseStore()  # the Responses API's stored conversations (previous_response_id)
+        # The Responses API's stored conversations (previous_response_id), shared by every gateway replica.
+        self.responses = ResponseStore(accounting_url(self.config))
         self.embedder = embedder
-        from apps.gateway.semantic_cache import SemanticCache
-
-        self.semantic = SemanticCache(self.config.server.semantic_cache, embedder)
-        models: dict[str, RoutedModel] = {}
-        for m in self.config.models:
-            backends: list[Backend] = []
-            for b in m.backends:
-                if b.name in llm_handles:
-                    backends.append(HandleBackend(b, llm_handles[b.name]))
-                else:
-                    if b.engine == "vllm":
-                        b = b.model_copy(update={"options": {**b.options, "serve_base_url": serve_base_url(self.config)}})
-                    engine = engine_class(b.engine)(b)
-                    if b.engine == "vllm":
-                        engine.mount_key = self.config.server.internal_api_key
-                    _start_engine(engine)
-                    backends.append(InProcessBackend(b, engine))
-            models[m.id] = RoutedModel(m, backends)
-        from apps.gateway.rollout import Rollouts
-        from apps.gateway.router import SharedBreakers
-        from apps.gateway.routing import RoutingState
-        from apps.keys import accounting_url
-
-        redis_url = self.config.server.redis_url
+        self.semantic = SemanticCache(server.semantic_cache, embedder)
+        models = {m.id: RoutedModel(m, self._backends(m, llm_handles)) for m in self.config.models}
         rollouts = Rollouts(models, accounting_url(self.config), self.metrics)
-        self.router = Router(models, self.metrics, self.config.server.request_timeout_s, self.config.breaker,
-                             SharedBreakers(redis_url), RoutingState(redis_url), rollouts.by_model)
+        self.router = Router(models, self.metrics, server.request_timeout_s, self.config.breaker,
+                             SharedBreakers(server.redis_url), RoutingState(server.redis_url), rollouts.by_model)
         self.names = model_names(self.config, self.router)
+
+    def _backends(self, m: Any, llm_handles: dict[str, Any]) -> list[Backend]:
+        """A model's backends: a handle to each local engine's deployment, the rest started in this replica."""
+        backends: list[Backend] = []
+        for b in m.backends:
+            if b.name in llm_handles:
+                backends.append(HandleBackend(b, llm_handles[b.name]))
+                continue
+            if b.engine == "vllm":
+                b = b.model_copy(update={"options": {**b.options, "serve_base_url": serve_base_url(self.config)}})
+            engine = engine_class(b.engine)(b)
+            if b.engine == "vllm":
+                engine.mount_key = self.config.server.internal_api_key
+            _start_engine(engine)
+            backends.append(InProcessBackend(b, engine))
+        return backends
 
     def __serve_build_asgi_app__(self) -> Any:
         from apps.gateway.openai_routes import build_api
@@ -124,7 +121,8 @@ def model_names(config: ConductorConfig, router: Router) -> dict[str, RoutedMode
             names[alias] = router.models[m.id]
     for tag in sorted({t for m in config.models for t in m.tags}):
         members = [router.models[m.id] for m in config.models if tag in m.tags]
-        backends = [b for r in members for b in r.backends if not (r.config.rollout and b.name == r.config.rollout.shadow)]
+        backends = [b for r in members for b in r.backends
+                    if not (r.config.rollout and b.name == r.config.rollout.shadow)]
         cfg = ModelConfig.model_construct(id=tag, backends=[b.config for b in backends], aliases=[], tags=[],
                                           default_max_tokens=min(r.config.default_max_tokens for r in members),
                                           routing_strategy="least-busy", rollout=None)

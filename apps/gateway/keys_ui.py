@@ -1,6 +1,6 @@
 """The Keys & spend tab: spend and requests over time (the spend log, by hour), totals by user and model, and for
-admins the rollouts' state and the virtual keys: create one (shown once), list, revoke. It calls /v1/spend and /v1/admin/keys as the
-signed-in user, so a user sees their own spend and only an admin manages keys."""
+admins the rollouts' state and the virtual keys: create one (shown once), list, revoke. It calls /v1/spend and
+/v1/admin/keys as the signed-in user, so a user sees their own spend and only an admin manages keys."""
 
 from __future__ import annotations
 

@@ -11,10 +11,8 @@ replica (the oldest are forgotten first).
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -102,27 +100,38 @@ class ResponsesRequest(_Strict):
 
 
 class ResponseStore:
-    """Stored conversations by response id, each with its owner; a bounded LRU per gateway replica."""
+    """Stored conversations by response id, each with its owner, in the accounting database (SQLite by default,
+    PostgreSQL by URL): a follow-up with previous_response_id may land on any gateway replica. Kept `max_age_s`."""
 
-    def __init__(self, max_items: int = 2000):
-        self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._lock = threading.Lock()
-        self.max_items = max_items
+    def __init__(self, url: str, max_age_s: float = 30 * 86400):
+        from deployments.sqldb import SQLDatabase
+
+        self.db, self.max_age_s = SQLDatabase(url), max_age_s
+        self._puts = 0
+        with self.db.tx() as c:
+            c.execute("CREATE TABLE IF NOT EXISTS stored_responses (response_id TEXT PRIMARY KEY, owner TEXT NOT "
+                      "NULL, created_at DOUBLE PRECISION NOT NULL, messages TEXT NOT NULL)")
 
     def put(self, response_id: str, owner: str, messages: list[dict[str, Any]]) -> None:
-        with self._lock:
-            self._items[response_id] = {"owner": owner, "messages": messages}
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
+        import json
+        import time
+
+        with self.db.tx() as c:
+            c.execute(self.db.sql("INSERT INTO stored_responses (response_id, owner, created_at, messages) VALUES "
+                                  "({p}, {p}, {p}, {p})"), (response_id, owner, time.time(), json.dumps(messages)))
+            self._puts += 1
+            if self._puts % 200 == 0:
+                c.execute(self.db.sql("DELETE FROM stored_responses WHERE created_at < {p}"),
+                          (time.time() - self.max_age_s,))
 
     def messages(self, response_id: str, owner: str) -> list[dict[str, Any]] | None:
-        """The conversation up to and including that response, or None (absent, forgotten or another's)."""
-        with self._lock:
-            item = self._items.get(response_id)
-            if item is None or item["owner"] != owner:
-                return None
-            self._items.move_to_end(response_id)
-            return list(item["messages"])
+        """The conversation up to and including that response, or None (absent, expired or another's)."""
+        import json
+
+        with self.db.tx() as c:
+            row = c.execute(self.db.sql("SELECT messages FROM stored_responses WHERE response_id = {p} AND "
+                                        "owner = {p}"), (response_id, owner)).fetchone()
+        return None if row is None else json.loads(row[0])
 
 
 def _text(content: str | list[InputText]) -> str:

@@ -77,3 +77,14 @@ def test_a_budget_holds_across_two_gateway_replicas_under_100_clients(two_replic
         (listed,) = [k for k in h.get("/v1/admin/keys", params={"user": "vk-two"}).json()["data"]]
     assert budget <= listed["spent_usd"] < budget + COST + 1e-9, listed
     assert listed["reserved_usd"] == 0
+
+
+def test_a_stored_response_is_found_by_either_replica(two_replicas, serve_stack):
+    with httpx.Client(base_url=two_replicas, timeout=60,
+                      headers={"Authorization": f"Bearer {serve_stack.api_key}"}) as h:
+        first = h.post("/v1/responses", json={"model": "echo", "input": "remember this"})
+        assert first.status_code == 200, first.text
+        follow = [h.post("/v1/responses", json={"model": "echo", "input": "and this",
+                                                "previous_response_id": first.json()["id"]}) for _ in range(12)]
+        pids = {h.get("/v1/status").json()["gateway_pid"] for _ in range(20)}
+    assert len(pids) == 2 and [r.status_code for r in follow] == [200] * 12  # whichever replica answered
