@@ -159,6 +159,7 @@ def _add_responses(app: FastAPI, gw: Any, resolve: Any, prepare: Any, limit: int
                 return inner
             tr = R.StreamTranslator(parsed, rid, model.config.id)
             return StreamingResponse(R.events(tr, inner.body_iterator, keep), media_type="text/event-stream",
+                                     background=inner.background,  # the clean-up if the body is never read
                                      headers={BACKEND_HEADER: inner.headers.get(BACKEND_HEADER, ""),
                                               "cache-control": "no-cache"})
         inner = await whole_response(gw, model, "chat", req, call)
@@ -352,8 +353,21 @@ async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[
             await _aclose(batches)
             await gw.router.release(backend)
             await account(gw, call, model, backend.name, endpoint, n_in, n_out)
+            accounted.append(True)
 
-    return StreamingResponse(events(), media_type="text/event-stream",
+    accounted: list[bool] = []
+
+    async def if_never_read() -> None:
+        """The client left before the body was read, so `events` never ran: stop the generation, free the
+        backend's in-flight count and settle the reservation (nothing was delivered)."""
+        if not accounted:
+            await _aclose(rest)
+            await gw.router.release(backend)
+            await account(gw, call, model, backend.name, endpoint, 0, 0)
+
+    from starlette.background import BackgroundTask
+
+    return StreamingResponse(events(), media_type="text/event-stream", background=BackgroundTask(if_never_read),
                              headers={BACKEND_HEADER: backend.name, "cache-control": "no-cache"})
 
 
