@@ -64,12 +64,12 @@ class SemanticCache:
         return [float(x) for x in result.vectors[0]]
 
     def _ensure(self, dim: int) -> Any:
-        from qdrant_client import QdrantClient
         from qdrant_client import models as m
 
-        if self._client is None:
-            self._client = QdrantClient(url=self.cfg.qdrant_url) if self.cfg.qdrant_url else \
-                QdrantClient(location=":memory:")
+        from deployments.vectorstore import ClientStore
+
+        if self._client is None:  # the one Qdrant wrapper opens it; the cache speaks qdrant-client's own API
+            self._client = ClientStore(url=self.cfg.qdrant_url, path=None if self.cfg.qdrant_url else ":memory:").client
         if self._dim is None:
             if not self._client.collection_exists(COLLECTION):
                 self._client.create_collection(COLLECTION, vectors_config=m.VectorParams(
