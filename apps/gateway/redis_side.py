@@ -33,3 +33,8 @@ class BestEffortRedis:
             self._clients.pop(loop, None)
             self._down_until = time.monotonic() + self.skip_s
             return MISSING
+
+    async def value(self, op: Any) -> Any:
+        """`run`, with None for MISSING (where no answer and an empty answer mean the same)."""
+        result = await self.run(op)
+        return None if result is MISSING else result

@@ -63,28 +63,10 @@ class SharedBreakers:
     Redis, or while it fails (short timeouts, then skipped for a few seconds), each replica decides alone."""
 
     def __init__(self, url: str | None, prefix: str = "conductor:breaker", timeout_s: float = 0.25):
-        self.url, self.prefix, self.timeout_s = url, prefix, timeout_s
-        self._clients: dict[int, Any] = {}
-        self._down_until = 0.0
+        from apps.gateway.redis_side import BestEffortRedis
 
-    def _client(self) -> Any:
-        import redis.asyncio as aredis
-
-        loop = id(asyncio.get_running_loop())
-        if loop not in self._clients:
-            self._clients[loop] = aredis.Redis.from_url(self.url, socket_timeout=self.timeout_s,
-                                                         socket_connect_timeout=self.timeout_s)
-        return self._clients[loop]
-
-    async def _do(self, op: Any) -> Any:
-        if self.url is None or time.monotonic() < self._down_until:
-            return None
-        try:
-            return await asyncio.wait_for(op(self._client()), timeout=self.timeout_s * 2)
-        except Exception:  # noqa: BLE001 - Redis trouble: decide locally for a while
-            self._clients.pop(id(asyncio.get_running_loop()), None)
-            self._down_until = time.monotonic() + 5.0
-            return None
+        self.url, self.prefix = url, prefix
+        self._do = BestEffortRedis(url, timeout_s).value
 
     async def is_open(self, backend: str) -> bool:
         return bool(await self._do(lambda r: r.exists(f"{self.prefix}:{backend}")))

@@ -17,7 +17,7 @@ import hashlib
 import threading
 from typing import Any
 
-from apps.gateway.redis_side import MISSING, BestEffortRedis
+from apps.gateway.redis_side import BestEffortRedis
 
 EWMA_ALPHA = 0.3  # weight of the newest latency sample: recent enough to follow a slowing backend, not jittery
 
@@ -44,11 +44,7 @@ class RoutingState:
         self._inflight: dict[str, int] = {}
         self._latency: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._side = BestEffortRedis(redis_url, timeout_s)
-
-    async def _redis(self, op: Any) -> Any:
-        result = await self._side.run(op)
-        return None if result is MISSING else result
+        self._redis = BestEffortRedis(redis_url, timeout_s).value
 
     async def started(self, backend: str) -> None:
         with self._lock:
