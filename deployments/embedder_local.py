@@ -33,9 +33,19 @@ class LocalEmbedder:
             )
         return vecs.astype(np.float32, copy=False)
 
-    def count_tokens(self, texts: list[str]) -> int:
-        tok = self.model.tokenizer
-        return int(sum(len(tok(t, add_special_tokens=True, truncation=True)["input_ids"]) for t in texts))
+    def embed_counted(self, texts: list[str], batch_size: int = 64) -> tuple[np.ndarray, int]:
+        """`embed` plus the number of tokens the model read, counted from the encode's own attention masks (one
+        tokenization, not a second pass over the texts)."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32), 0
+        import torch
+
+        with self._lock:
+            rows = self.model.encode(list(texts), batch_size=batch_size, output_value=None, convert_to_numpy=False,
+                                     show_progress_bar=False)
+        tokens = int(sum(int(r["attention_mask"].sum()) for r in rows))
+        vecs = torch.nn.functional.normalize(torch.stack([r["sentence_embedding"] for r in rows]).float(), dim=1)
+        return vecs.numpy(), tokens
 
 
 _SHARED: dict[str, LocalEmbedder] = {}

@@ -29,7 +29,7 @@ class LLMServer:
         self.engine = cls(self.config)
         # After the first token, send at most one batch per interval: on a small CPU box every hop (replica ->
         # gateway -> proxy -> client) costs CPU per message that the engine's own threads would otherwise use.
-        self.stream_interval_s = float(self.config.options.get("stream_interval_s", 0.02))
+        self.stream_interval_s = float(self.config.options.get("stream_interval_s", 0.05))
         # Engines start with async code but the constructor stays sync (no `async def __init__`); a private loop
         # in a helper thread works whether or not Serve runs this constructor inside its own event loop.
         errors: list[BaseException] = []
@@ -96,8 +96,10 @@ def _run_catching(coro: Any, errors: list[BaseException]) -> None:
 
 async def coalesce(stream: Any, min_interval_s: float = 0.0) -> AsyncIterator[list[StreamItem]]:
     """Yield lists of whatever chunks are ready; an engine error becomes a final EngineFailure item.
-    The first batch goes out at once (time to first token); later ones at most every `min_interval_s`."""
+    The first batch goes out at once (time to first token); later ones at most every `min_interval_s`, and the
+    last one as soon as the engine ends (no wait after the final token)."""
     queue: asyncio.Queue[Any] = asyncio.Queue()
+    ended = asyncio.Event()  # the engine is done: the last batch goes out now, not after the interval
 
     async def pump() -> None:
         try:
@@ -107,6 +109,7 @@ async def coalesce(stream: Any, min_interval_s: float = 0.0) -> AsyncIterator[li
             queue.put_nowait(EngineFailure.of(e))
         finally:
             queue.put_nowait(_END)
+            ended.set()
 
     task = asyncio.create_task(pump())
     try:
@@ -121,8 +124,11 @@ async def coalesce(stream: Any, min_interval_s: float = 0.0) -> AsyncIterator[li
                 yield items
             if done:
                 return
-            if min_interval_s > 0 and any(_has_text(c) for c in items):
-                await asyncio.sleep(min_interval_s)
+            if min_interval_s > 0 and any(_has_text(c) for c in items) and not ended.is_set():
+                try:
+                    await asyncio.wait_for(ended.wait(), min_interval_s)
+                except asyncio.TimeoutError:
+                    pass
     finally:
         task.cancel()
 

@@ -91,6 +91,19 @@ def curves(run_dir: Path):
     return pd.DataFrame(points or [{"iter": 0, "loss": None, "series": "train"}])
 
 
+def progress_markdown(run_dir: Path) -> str:
+    """The console bar's facts for the tab: iteration of total, rate, ETA from the recent steps."""
+    rows = [r for r in read_metrics(run_dir) if "dt" in r]
+    if not rows:
+        return "_Waiting for the first step._"
+    last, total = rows[-1], int(rows[-1].get("max_iters") or rows[-1]["iter"])
+    recent = sorted(r["dt"] for r in rows[-20:])
+    eta = (total - last["iter"]) * recent[len(recent) // 2]
+    done = last["iter"] >= total
+    return (f"**{'done' if done else 'training'}: iter {last['iter']} / {total}** ({100 * last['iter'] / total:.0f}%)"
+            f" · {last.get('tokens_per_s', 0):,.0f} tokens/s" + ("" if done else f" · ETA {eta:.0f} s"))
+
+
 def samples_markdown(run_dir: Path) -> str:
     evals = [r for r in read_metrics(run_dir) if r.get("sample")]
     if not evals:
@@ -141,7 +154,7 @@ def build_tab(ctx) -> None:
             return gr.update(), "", table
         run_dir = runs_dir / name
         job = f"job: {job_status(name, dashboard)}\n\n" if name in submitted else ""
-        return curves(run_dir), job + samples_markdown(run_dir), table
+        return curves(run_dir), job + progress_markdown(run_dir) + "\n\n" + samples_markdown(run_dir), table
 
     launch.click(on_launch, [preset, workers, overrides], [status, run_pick])
     run_pick.change(refresh, [run_pick], [plot, samples, runs_table])

@@ -173,6 +173,7 @@ def run_loop(tc: dict, rank: int, world: int, device, run_dir: Path, report: Rep
             _maybe_crash(cfg, run_dir, rank, it)
             last = _step(train_model, model, optimizer, data, cfg, it, rank, world, accum, n_seqs, device)
             last["tokens_per_s"] = tokens_per_iter / last["dt"]
+            last["max_iters"] = cfg.max_iters  # so a reader of metrics.jsonl (the UI's progress line) knows the end
             if peak:
                 last["mfu"] = flops_tok * last["tokens_per_s"] / (peak * world)
             done = it + 1

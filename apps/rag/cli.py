@@ -109,20 +109,19 @@ def ingest(paths: tuple[str, ...], collection: str, chunking: str | None, chunk_
     if engine == "auto":
         engine = "ray" if os.environ.get("RAY_ADDRESS") else "local"
 
-    def progress(done: int, total: int, msg: str) -> None:
-        click.echo(f"\r[{done}/{total}] {msg[:60]:<60}", nl=False, err=True)
+    from cluster.progress import ConsoleProgress
 
     client = _server(url)
-    if client is not None:
-        if questions or chunk_size or chunk_overlap:
-            client.close()
-            raise click.ClickException("--questions, --chunk-size and --chunk-overlap need the store itself: stop the "
-                                       "server, or ingest without them through it")
-        d = _upload_all(client, list(paths), collection, chunking, progress)
-    else:
-        d = _local(lambda s: s.ingest(list(paths), collection, chunking, chunk_size, chunk_overlap, engine, progress,
-                                      os.path.abspath(questions) if questions else None).as_dict())
-    click.echo("", err=True)
+    if client is not None and (questions or chunk_size or chunk_overlap):
+        client.close()
+        raise click.ClickException("--questions, --chunk-size and --chunk-overlap need the store itself: stop the "
+                                   "server, or ingest without them through it")
+    with ConsoleProgress("ingest", unit="doc") as bar:
+        if client is not None:
+            d = _upload_all(client, list(paths), collection, chunking, bar.count)
+        else:
+            d = _local(lambda s: s.ingest(list(paths), collection, chunking, chunk_size, chunk_overlap, engine,
+                                          bar.count, os.path.abspath(questions) if questions else None).as_dict())
     text = (f"{collection}: {len(d['added'])} added, {len(d['updated'])} updated, {len(d['unchanged'])} unchanged, "
             f"{len(d['deleted'])} deleted, {len(d['skipped'])} skipped; {d['chunks']} chunks in {d['seconds']} s")
     text += "".join(f"\n  skipped {p}: {r}" for p, r in d["skipped"].items())
@@ -144,11 +143,11 @@ def _upload_all(client: Any, paths: list[str], collection: str, chunking: str | 
     total: dict[str, Any] = {"collection": collection, "added": [], "updated": [], "unchanged": [], "deleted": [],
                              "skipped": {}, "chunks": 0, "seconds": 0.0}
     try:
-        for i, f in enumerate(files):
-            progress(i, len(files), os.path.basename(f))
+        for i, f in enumerate(files, 1):
             params = {"filename": os.path.basename(f)} | ({"chunking": chunking} if chunking else {})
             with open(f, "rb") as fh:
                 rep = client.upload(f"/v1/rag/{collection}/upload", fh.read(), params)
+            progress(i, len(files), os.path.basename(f))
             for key in ("added", "updated", "unchanged", "deleted"):
                 total[key] += rep.get(key, [])
             total["skipped"].update(rep.get("skipped", {}))

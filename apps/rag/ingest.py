@@ -150,22 +150,44 @@ def finish_document(store: Any, collection: str, path: str, new_hash: str | None
 
 def ingest_local(store: Any, collection: str, todo: list[tuple[str, str]], settings: dict[str, Any],
                  embedder: Any, report: IngestReport, state: dict[str, Any], progress: Progress | None) -> None:
-    """The plain single-process loop (also the benchmark's baseline)."""
+    """The single-process loop. Chunks are embedded in full batches that span documents (a manual's small pages
+    would otherwise each make a batch of a few chunks, and the model is several times faster per text in full
+    batches); a document is finished -- its older versions deleted, counted as added -- only once all its chunks
+    are stored."""
     sparse = SparseEncoder()
-    for n, (path, h) in enumerate(todo, 1):
+    pending: list[dict[str, Any]] = []  # chunks parsed, not yet embedded
+    waiting: list[tuple[str, str, int]] = []  # (path, hash, chunks) parsed, in order, not yet finished
+    stored: dict[str, int] = {}
+    done = 0
+
+    def flush(rows: list[dict[str, Any]]) -> None:
+        nonlocal done
+        if rows:
+            vecs = embedder.embed([r["embed_text"] for r in rows])
+            store.upsert(collection, rows_to_points(rows, vecs, [sparse.document(r["embed_text"]) for r in rows]))
+            for r in rows:
+                stored[r["source"]] = stored.get(r["source"], 0) + 1
+        while waiting and stored.get(waiting[0][0], 0) == waiting[0][2]:
+            path, h, n = waiting.pop(0)
+            finish_document(store, collection, path, h, state)
+            (report.updated if path in state else report.added).append(path)
+            report.chunks += n
+            done += 1
+            if progress:
+                progress(done, len(todo), os.path.basename(path))
+
+    for path, h in todo:
         try:
             rows = chunk_rows(path, Path(path).read_bytes(), h, settings)
         except (ParseError, OSError) as e:
             report.skipped[path] = str(e)
             finish_document(store, collection, path, None, state)
+            done += 1
             continue
-        for i in range(0, len(rows), BATCH):
-            part = rows[i:i + BATCH]
-            vecs = embedder.embed([r["embed_text"] for r in part])
-            store.upsert(collection, rows_to_points(part, vecs, [sparse.document(r["embed_text"]) for r in part]))
-        finish_document(store, collection, path, h, state)
-        (report.updated if path in state else report.added).append(path)
-        report.chunks += len(rows)
-        if progress:
-            progress(n, len(todo), os.path.basename(path))
+        waiting.append((path, h, len(rows)))
+        pending += rows
+        while len(pending) >= BATCH:
+            flush(pending[:BATCH])
+            pending = pending[BATCH:]
+    flush(pending)
 

@@ -90,15 +90,32 @@ class Reranker:
 
 
 def rrf_fuse(lists: list[list[StoreHit]], k: int, weights: tuple[float, ...]) -> list[tuple[StoreHit, float]]:
-    """Weighted reciprocal rank fusion: score(d) = sum_i w_i / (k + rank_i(d)), ranks from 1."""
+    """Weighted reciprocal rank fusion: score(d) = sum_i w_i / (k + rank_i(d)), ranks from 1.
+
+    Hits with equal scores in one list share the mean of their ranks: BM25 gives look-alike passages identical
+    scores, and the store's order among them is arbitrary (it changes with insertion order), so plain positions
+    would let that arbitrary order decide the fused ranking."""
     scores: dict[str, float] = {}
     first: dict[str, StoreHit] = {}
     for hits, w in zip(lists, weights):
-        for rank, h in enumerate(hits, 1):
+        for rank, h in zip(_tied_ranks([h.score for h in hits]), hits):
             scores[h.id] = scores.get(h.id, 0.0) + w / (k + rank)
             if h.id not in first or (first[h.id].dense is None and h.dense is not None):
                 first[h.id] = h
     return sorted(((first[i], s) for i, s in scores.items()), key=lambda t: -t[1])
+
+
+def _tied_ranks(scores: list[float]) -> list[float]:
+    """1-based ranks of a list sorted best first; a run of equal scores gets the mean rank of the run."""
+    ranks: list[float] = []
+    i = 0
+    while i < len(scores):
+        j = i
+        while j + 1 < len(scores) and scores[j + 1] == scores[i]:
+            j += 1
+        ranks += [(i + j) / 2 + 1] * (j - i + 1)
+        i = j + 1
+    return ranks
 
 
 def search(store: Any, collection: str, question: str, qvec: Any, sparse: Any, params: SearchParams,

@@ -46,32 +46,29 @@ def _call(client: Any, method: str, path: str, **kw: Any) -> Any:
     return cli_request(client, method, path, **kw)
 
 
-def _upload(client: Any, paths: list[str]) -> list[dict[str, Any]]:
+def _upload(client: Any, paths: list[str], progress: Any) -> list[dict[str, Any]]:
+    """Each file goes to the server, which ingests it before answering (the bar counts finished videos)."""
     from pathlib import Path
 
     out = []
-    for i, p in enumerate(paths):
-        _progress(i / max(1, len(paths)), f"uploading {Path(p).name} to {client.base_url}")
+    for i, p in enumerate(paths, 1):
         out.append(_call(client, "POST", "/v1/video/ingest", params={"name": Path(p).name},
                          content=Path(p).read_bytes(), headers={"content-type": "application/octet-stream"}))
+        progress(i, len(paths), Path(p).name)
     return out
-
-
-def _progress(fraction: float, message: str) -> None:
-    click.echo(f"[{fraction * 100:5.1f}%] {message}", err=True)
 
 
 def _emit(doc: Any, as_json: bool, text: str) -> None:
     click.echo(json.dumps(doc, indent=2) if as_json else text)
 
 
-def _ingest(index, paths: list[str], ray_mode: bool, workers: int, address: str | None, force: bool):
+def _ingest(index, paths: list[str], ray_mode: bool, workers: int, address: str | None, force: bool, progress: Any):
     from apps.video.decode import DecodeError
     from apps.video.probe import ProbeError
 
     try:
         return index.ingest(paths, mode="ray" if ray_mode else "local", workers=workers, address=address,
-                            progress=_progress, force=force)
+                            progress=progress, force=force)
     except (ProbeError, DecodeError) as e:
         raise click.ClickException(str(e)) from None
 
@@ -99,14 +96,17 @@ def ingest(target: str, ray_mode: bool, workers: int, address: str | None, force
         paths = expand_inputs(target)
     except ProbeError as e:
         raise click.ClickException(str(e)) from None
+    from cluster.progress import ConsoleProgress
+
     client = None if data_dir else _server()
     if client is not None:
-        with client:
-            out = _upload(client, paths)
+        with client, ConsoleProgress("upload", unit="video") as bar:
+            out = _upload(client, paths, bar.count)
     else:
         index = _index(_config(data_dir))
         try:
-            recs = _ingest(index, paths, ray_mode, workers, address, force)
+            with ConsoleProgress("video ingest", unit="%") as bar:
+                recs = _ingest(index, paths, ray_mode, workers, address, force, bar.fraction)
         finally:
             index.close()
         out = [{"video": r["video"], "name": r["name"], "duration": r["duration"], "segments": len(r["scenes"])}
@@ -157,16 +157,20 @@ def analyze(file: str, llm: bool, base_url: str | None, model: str | None, ray_m
     from apps.video.analyze import analysis
 
     cfg = _config(data_dir)
+    from cluster.progress import ConsoleProgress
+
     server = None if data_dir else _server()
     if server is not None:
         with server:
-            vid = _upload(server, [file])[0]["video"]
+            with ConsoleProgress("upload", unit="video") as bar:
+                vid = _upload(server, [file], bar.count)[0]["video"]
             doc = _call(server, "GET", f"/v1/video/videos/{vid}", params={"summary": str(llm).lower()})
         _emit(doc, as_json, _analysis_text(doc))
         return
     index = _index(cfg)
     try:
-        rec = _ingest(index, [file], ray_mode, 2, None, False)[0]
+        with ConsoleProgress("video ingest", unit="%") as bar:
+            rec = _ingest(index, [file], ray_mode, 2, None, False, bar.fraction)[0]
     finally:
         index.close()
     client = None

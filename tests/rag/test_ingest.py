@@ -142,3 +142,17 @@ def test_client_local_engine_end_to_end(rag_config, minilm, docs):
         assert hit.source.endswith("kettle.html")
     finally:
         svc.close()
+
+
+def test_rrf_gives_tied_scores_one_rank_whatever_the_store_order():
+    """Equal BM25 scores must not let the store's arbitrary order among them decide the fused ranking."""
+    from apps.rag.retrieval import _tied_ranks, rrf_fuse
+    from deployments.vectorstore import StoreHit
+
+    assert _tied_ranks([3.0, 1.0, 1.0, 1.0, 0.5]) == [1, 3, 3, 3, 5]
+    dense = [StoreHit(i, s, {}) for i, s in (("a", 0.9), ("b", 0.8), ("t", 0.1))]
+    tied = [("b", 1.0), ("a", 1.0), ("t", 3.0)]
+    for order in (tied, [tied[1], tied[0], tied[2]]):
+        sparse = [StoreHit(i, s, {}) for i, s in sorted(order, key=lambda t: -t[1])]
+        fused = {h.id: round(score, 9) for h, score in rrf_fuse([dense, sparse], 5, (1.0, 1.0))}
+        assert fused == {"a": round(1 / 6 + 1 / 7.5, 9), "b": round(1 / 7 + 1 / 7.5, 9), "t": round(1 / 8 + 1 / 6, 9)}

@@ -67,6 +67,17 @@ def test_embeddings_shape_norm_and_order_under_concurrency(serve_stack, minilm):
             assert float(np.dot(v, expected[i + j])) > 0.999
 
 
+def test_embeddings_request_larger_than_a_batch_is_split_and_counted(serve_stack, minilm):
+    """150 texts (over the 64-text batch): every row in order, and usage counts the tokens the model read."""
+    texts = [f"item {i}: " + "word " * (i % 13) for i in range(150)]
+    out = serve_stack.client().embeddings.create(model="all-minilm-l6-v2", input=texts)
+    expected, tokens = minilm.embed_counted(texts)
+    assert [d.index for d in out.data] == list(range(150))
+    assert min(float(np.dot(d.embedding, expected[d.index])) for d in out.data) > 0.999
+    tok = minilm.model.tokenizer
+    assert out.usage.prompt_tokens == tokens == sum(len(tok(t)["input_ids"]) for t in texts)
+
+
 def test_fallback_to_hosted_when_primary_port_is_dead(serve_stack, hosted_apis):
     resp = serve_stack.client().chat.completions.with_raw_response.create(
         model="flaky", messages=[{"role": "user", "content": "ping"}], max_tokens=16)

@@ -61,6 +61,17 @@ def test_runs_curves_and_samples(runs):
     assert ui.list_runs(runs / "missing") == []
 
 
+def test_progress_line_counts_iterations_to_the_end(runs, tmp_path):
+    assert ui.progress_markdown(runs / "r1").startswith("**done: iter 4 / 4** (100%)")
+    part = tmp_path / "part"
+    part.mkdir()
+    lines = (runs / "r1" / "metrics.jsonl").read_text().splitlines()
+    (part / "metrics.jsonl").write_text(lines[0] + "\n")  # one of four steps written
+    line = ui.progress_markdown(part)
+    assert line.startswith("**training: iter 1 / 4** (25%)") and "tokens/s" in line and "ETA" in line
+    assert ui.progress_markdown(tmp_path) == "_Waiting for the first step._"
+
+
 def test_build_tab_constructs(runs):
     import gradio as gr
 
