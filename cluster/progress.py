@@ -1,4 +1,4 @@
-"""One console progress bar for every long CLI command (RAG ingestion, video ingest; training feeds its own from
+"""One console progress bar for every long CLI command (RAG ingestion, video ingest, training -- which feeds it from
 metrics.jsonl): tqdm on stderr, so `--json` output on stdout stays one clean document, with the rate and the ETA.
 
 The pipelines report progress through plain callbacks (`progress(done, total, msg)` for documents,

@@ -191,19 +191,18 @@ def fit(cfg: TrainConfig, *, workers: int, run_dir: Path, use_gpu: bool = False,
 
 
 def _progress(run_dir: Path, total: int, stop: threading.Event) -> None:
-    """A console progress bar on stderr fed by metrics.jsonl (works the same for local runs and Ray jobs)."""
-    from tqdm import tqdm
+    """The console progress bar (cluster/progress.py, as ingestion's) fed by metrics.jsonl: works the same for local
+    runs and Ray jobs."""
+    from cluster.progress import ConsoleProgress
 
-    with tqdm(total=total, desc="train", unit="it", file=sys.stderr, dynamic_ncols=True) as bar:
+    with ConsoleProgress("train", unit="it") as bar:
         while not stop.is_set():
             rows = read_metrics(run_dir)
             if rows:
                 last = rows[-1]
-                bar.n = min(int(last.get("iter", 0)), total)
-                post = {"loss": f"{last.get('loss', 0):.4f}", "tok/s": f"{last.get('tokens_per_s', 0):.0f}"}
+                post = f"loss={last.get('loss', 0):.4f}, tok/s={last.get('tokens_per_s', 0):.0f}"
                 val = next((r["val_loss"] for r in reversed(rows) if "val_loss" in r), None)
                 if val is not None:
-                    post["val"] = f"{val:.4f}"
-                bar.set_postfix(post, refresh=False)
-                bar.refresh()
+                    post += f", val={val:.4f}"
+                bar.count(int(last.get("iter", 0)), total, post)
             stop.wait(1.0)
