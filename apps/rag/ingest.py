@@ -183,6 +183,8 @@ def ingest_local(store: Any, collection: str, todo: list[tuple[str, str]], setti
             report.skipped[path] = str(e)
             finish_document(store, collection, path, None, state)
             done += 1
+            if progress:
+                progress(done, len(todo), os.path.basename(path))
             continue
         waiting.append((path, h, len(rows)))
         pending += rows
