@@ -81,19 +81,19 @@ def list_runs(runs_dir: Path) -> list[dict]:
     return out
 
 
-def curves(run_dir: Path):
+def curves(run_dir: Path, rows: list[dict] | None = None):
     """Long-format frame for a LinePlot: iter, loss, series (train = per step, val = at each eval)."""
     import pandas as pd
 
-    rows = read_metrics(run_dir)
+    rows = read_metrics(run_dir) if rows is None else rows
     points = [{"iter": r["iter"], "loss": r["loss"], "series": "train"} for r in rows if "loss" in r]
     points += [{"iter": r["iter"], "loss": r["val_loss"], "series": "val"} for r in rows if "val_loss" in r]
     return pd.DataFrame(points or [{"iter": 0, "loss": None, "series": "train"}])
 
 
-def progress_markdown(run_dir: Path) -> str:
+def progress_markdown(run_dir: Path, rows: list[dict] | None = None) -> str:
     """The console bar's facts for the tab: iteration of total, rate, ETA from the recent steps."""
-    rows = [r for r in read_metrics(run_dir) if "dt" in r]
+    rows = [r for r in (read_metrics(run_dir) if rows is None else rows) if "dt" in r]
     if not rows:
         return "_Waiting for the first step._"
     last, total = rows[-1], int(rows[-1].get("max_iters") or rows[-1]["iter"])
@@ -104,8 +104,8 @@ def progress_markdown(run_dir: Path) -> str:
             f" · {last.get('tokens_per_s', 0):,.0f} tokens/s" + ("" if done else f" · ETA {eta:.0f} s"))
 
 
-def samples_markdown(run_dir: Path) -> str:
-    evals = [r for r in read_metrics(run_dir) if r.get("sample")]
+def samples_markdown(run_dir: Path, rows: list[dict] | None = None) -> str:
+    evals = [r for r in (read_metrics(run_dir) if rows is None else rows) if r.get("sample")]
     if not evals:
         return "_No samples yet: one is written at each eval._"
     parts = [f"**iter {r['iter']}** (val loss {r['val_loss']:.4f})\n```\n{r['sample']}\n```" for r in reversed(evals)]
@@ -153,8 +153,10 @@ def build_tab(ctx) -> None:
         if not name:
             return gr.update(), "", table
         run_dir = runs_dir / name
+        rows = read_metrics(run_dir)  # once per tick, for all three views
         job = f"job: {job_status(name, dashboard)}\n\n" if name in submitted else ""
-        return curves(run_dir), job + progress_markdown(run_dir) + "\n\n" + samples_markdown(run_dir), table
+        text = job + progress_markdown(run_dir, rows) + "\n\n" + samples_markdown(run_dir, rows)
+        return curves(run_dir, rows), text, table
 
     launch.click(on_launch, [preset, workers, overrides], [status, run_pick])
     run_pick.change(refresh, [run_pick], [plot, samples, runs_table])
