@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# Debian packages for tests and media: redis-server, postgresql, chromium, espeak-ng, ffmpeg, python3-doc. Skipped without root.
+# Debian packages for tests, media and benchmarks: redis-server, postgresql, chromium, espeak-ng, ffmpeg, python3-doc,
+# git-doc. Skipped without root.
 system-deps:
 	@bash scripts/system-deps.sh
 

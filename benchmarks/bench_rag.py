@@ -1,5 +1,6 @@
-"""RAG benchmarks on the Python-docs FAQ (Debian python3-doc): retrieval quality per mode, ingestion throughput
-(Ray Data vs a plain single-process loop) and the embedded store engines (qdrant-edge vs qdrant-client local).
+"""RAG benchmarks: ingestion throughput (Ray Data vs a plain single-process loop, and Conductor vs encode + upsert on
+python3-doc's manual) and the embedded store engines (qdrant-edge vs qdrant-client local). Retrieval quality is its
+own area: benchmarks/bench_rag_quality.py.
 
 `python -m benchmarks.run --only rag [--quick]`. Quick: the first 40 FAQ questions, a smaller store test.
 """
@@ -18,23 +19,6 @@ def _row(name: str, conductor: float, baseline: float, unit: str, goal: str, not
          higher: bool = True) -> dict[str, Any]:
     return {"name": name, "conductor": round(conductor, 4), "baseline": round(baseline, 4), "unit": unit,
             "higher_is_better": higher, "goal": goal, "notes": notes}
-
-
-def _retrieval_rows(svc: Any, qfile: Path, n_q: int) -> list[dict[str, Any]]:
-    from apps.rag.eval import evaluate, load_questions
-
-    rows = {r["mode"]: r for r in evaluate(svc, "faq", load_questions(qfile), k=5)}
-    d, s, h, hr = rows["dense"], rows["sparse"], rows["hybrid"], rows["hybrid+rerank"]
-    note = f"{n_q} FAQ questions, gold = answer section (heading removed), MiniLM + Qdrant BM25, RRF k=5"
-    out = []
-    for metric in ("recall@5", "mrr"):
-        out += [_row(f"FAQ {metric}: hybrid vs dense", h[metric], d[metric], metric, "hybrid > dense", note),
-                _row(f"FAQ {metric}: hybrid vs BM25", h[metric], s[metric], metric, "hybrid > BM25", note),
-                _row(f"FAQ {metric}: hybrid+rerank vs dense", hr[metric], d[metric], metric, "> dense", note),
-                _row(f"FAQ {metric}: hybrid+rerank vs BM25", hr[metric], s[metric], metric, "> BM25", note)]
-    out.append(_row("FAQ query latency: hybrid vs dense", h["ms_per_query"], d["ms_per_query"], "ms/query",
-                    "< 10 ms", "retrieval only (two engine queries + fusion), question embedding excluded", higher=False))
-    return out
 
 
 def _ingest_rows(svc: Any, docs: Path, quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -152,11 +136,9 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         raise RuntimeError("python3-doc is not installed: apt-get install -y python3-doc")
     with tempfile.TemporaryDirectory() as tmp:
         qfile = faq.build_faq_set(Path(tmp) / "faq", limit=40 if quick else None)
-        n_q = sum(1 for _ in qfile.open())
         svc = RagService(load_config(environ={"CONDUCTOR__RAG__DATA_DIR": str(Path(tmp) / "store")}))
         try:
             rows, _ = _ingest_rows(svc, qfile.parent / "docs", quick)
-            rows = _retrieval_rows(svc, qfile, n_q) + rows
             if MANUAL.is_dir():
                 rows += _manual_ingest_rows(svc, quick)
         finally:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results.json"
-AREAS = ["serving", "hardening", "gateway", "training", "detective", "rag", "video", "agent"]
+AREAS = ["serving", "hardening", "gateway", "training", "detective", "rag", "rag_quality", "video", "agent"]
 
 
 def ratio(row: dict) -> float | None:

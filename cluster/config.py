@@ -217,6 +217,21 @@ class RayConfig(_Strict):
     token_auth: bool = Field(True, description="Ray token authentication (dashboard, jobs). Keep it on.")
 
 
+class PdfConfig(_Strict):
+    """What one PDF may cost: checked from its structure before any page is drawn (apps/rag/pdf.py)."""
+
+    max_pages: int = Field(2000, ge=1, description="Most pages per file; a long manual has a few hundred.")
+    max_page_points: float = Field(14400.0, gt=0, description="Largest page side in PDF units (PDF's own limit).")
+    ocr: bool = Field(True, description="Read pages without a text layer with the packaged RapidOCR.")
+    ocr_max_pages: int = Field(50, ge=0, description="Most pages OCR'd per file (~2 s a page on 2 cores).")
+    ocr_dpi: int = Field(100, ge=36, le=600, description="Render resolution for OCR (100 measured best for "
+                         "PP-OCRv4 on body text: faster than 150 and its character boxes still show word gaps).")
+    ocr_max_pixels: int = Field(16_000_000, ge=10_000, description="Largest rendered page (pixels); bigger "
+                                "pages are drawn smaller.")
+    min_text_chars: int = Field(16, ge=0, description="A page with less extracted text is treated as scanned.")
+    max_table_pages: int = Field(500, ge=0, description="Files with more pages skip table detection.")
+
+
 class RagConfig(_Strict):
     enabled: bool = True
     data_dir: str = Field("~/.conductor/rag", description="Where the embedded Qdrant keeps collections.")
@@ -227,14 +242,23 @@ class RagConfig(_Strict):
         "local mode.")
     embedding_model: str = Field("packaged:minilm", description="Embedder for chunks and queries (in-process).")
     chat_model: str = Field("smollm2", description="Model id used to write answers.")
-    judge_model: str | None = Field(None, description="Model id for LLM-judged faithfulness; None = lexical overlap.")
+    judge_model: str | None = Field(None, description="Model id that judges answers (grounding, evaluation); None = "
+                                    "embedding + lexical support.")
+    structured_citations: bool = Field(True, description="Ask for {answer, citations} under a JSON schema (local "
+                                       "engines decode under it), so citations are the model's own.")
+    grounding: bool = Field(True, description="Check each answer against its cited passages; an unsupported one "
+                            "is replaced by an extractive answer with grounded: false.")
     chunking: Literal["fixed", "recursive", "structure"] = Field("structure", description="Default chunking.")
     chunk_size: int = Field(800, ge=100, le=20000, description="Target chunk size in characters.")
     chunk_overlap: int = Field(100, ge=0, le=5000, description="Characters shared by neighbouring fixed chunks.")
     top_k: int = Field(5, ge=1, le=100, description="Passages retrieved per question.")
     fetch_k: int = Field(40, ge=1, le=1000, description="Candidates each retriever prefetches before fusion.")
-    rrf_k: int = Field(5, ge=1, description="Reciprocal-rank-fusion constant (5 measured best on the FAQ set).")
-    dense_weight: float = Field(1.0, gt=0, description="RRF weight of the dense retriever.")
+    rrf_k: int = Field(5, ge=1, description="RRF constant for a document's passages (5 measured best on the FAQ set).")
+    doc_rrf_k: int = Field(5, ge=1, description="RRF constant for ranking documents (BENCHMARKS.md, RAG quality).")
+    doc_weight: float = Field(1.0, gt=0, description="RRF weight of the document-level retrievers relative to the "
+                              "chunk-level ones (hybrid, collections with document vectors).")
+    dense_weight: float = Field(1.5, gt=0, description="RRF weight of the dense retrievers (1.5 measured best over "
+                                "the FAQ and git-manual sets together; BENCHMARKS.md).")
     sparse_weight: float = Field(1.0, gt=0, description="RRF weight of the BM25 retriever.")
     rerank_lexical_weight: float = Field(
         0.1, ge=0, description="Built-in rerank: weight of the IDF-weighted share of query terms in the passage.")
@@ -245,6 +269,7 @@ class RagConfig(_Strict):
     ingest_roots: list[str] = Field(
         default_factory=list, description="Server folders the HTTP API may ingest by path (uploads always allowed).")
     max_context_chars: int = Field(6000, ge=500, description="Context budget in the answer prompt.")
+    pdf: PdfConfig = Field(default_factory=PdfConfig, description="Limits and OCR for PDFs.")
     resources: DeploymentResources = Field(default_factory=lambda: DeploymentResources(num_cpus=0.1))
     options: dict[str, Any] = Field(default_factory=dict, description="Free-form RAG settings (see apps/rag).")
 

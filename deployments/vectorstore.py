@@ -7,7 +7,9 @@ it), so it is the embedded default. A configured server URL switches to qdrant-c
 is tested with (same client calls, no server binary can be installed on the project's machines).
 
 Every collection holds one point per chunk with two named vectors: `dense` (cosine) and `bm25` (sparse, Qdrant
-applies IDF at query time). Hybrid queries are Qdrant prefetches fused with RRF inside the engine.
+applies IDF at query time), and one point per document with two others: `doc_dense` (its title and opening) and
+`doc_bm25` (BM25 over the whole document, IDF over documents). A query names the level it searches; a point only
+answers queries on the vectors it has, so the levels never mix.
 
 Embedded stores are single-writer: Qdrant locks a shard's WAL (edge) or the whole folder (client-local) to the
 process that opened it. A second process gets `StoreLockedError` with a reason instead of corrupting data.
@@ -27,6 +29,8 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 DENSE, SPARSE = "dense", "bm25"
+DOC_DENSE, DOC_SPARSE = "doc_dense", "doc_bm25"
+Level = Literal["chunk", "doc"]
 Mode = Literal["dense", "sparse", "hybrid"]
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _META_COLLECTION = "_conductor_meta"
@@ -64,6 +68,10 @@ class StorePoint:
     dense: list[float]
     sparse: tuple[list[int], list[float]]
     payload: dict[str, Any]
+    level: Level = "chunk"
+
+    def vector_names(self) -> tuple[str, str]:
+        return (DOC_DENSE, DOC_SPARSE) if self.level == "doc" else (DENSE, SPARSE)
 
 
 @dataclass
@@ -110,7 +118,9 @@ class VectorStore(ABC):
     @abstractmethod
     def query(self, name: str, dense: list[float] | None, sparse: tuple[list[int], list[float]] | None,
               mode: Mode, limit: int, fetch_k: int, rrf_k: int = 60,
-              weights: tuple[float, float] | None = None) -> list[StoreHit]: ...
+              weights: tuple[float, float] | None = None, level: Level = "chunk",
+              source: str | None = None) -> list[StoreHit]:
+        """`level` "doc" searches the document vectors; `source` keeps only that document's points."""
 
     def close(self) -> None:
         pass
@@ -158,8 +168,8 @@ class EdgeStore(VectorStore):
 
         d = self.root / check_name(name)
         cfg = q.EdgeConfig(
-            vectors={DENSE: q.EdgeVectorParams(size=dim, distance=q.Distance.Cosine)},
-            sparse_vectors={SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)},
+            vectors={v: q.EdgeVectorParams(size=dim, distance=q.Distance.Cosine) for v in (DENSE, DOC_DENSE)},
+            sparse_vectors={v: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf) for v in (SPARSE, DOC_SPARSE)},
             # Without an explicit HNSW config the optimizer's defaults gave poor recall here (STACK.md).
             hnsw_config=q.HnswIndexConfig(m=16, ef_construct=128, full_scan_threshold=10_000),
         )
@@ -172,6 +182,7 @@ class EdgeStore(VectorStore):
             log.warning("collection %s: a shard without settings was moved to %s", name, aside)
         d.mkdir(parents=True, exist_ok=True)
         self._shards[name] = self._wrap_lock(name, lambda: q.EdgeShard.create(str(d / "shard"), cfg))
+        _index_keywords(self._shards[name])
         self.set_meta(name, meta)
 
     def _wrap_lock(self, name: str, fn: Any) -> Any:
@@ -189,7 +200,9 @@ class EdgeStore(VectorStore):
 
         if name not in self._shards:
             self.get_meta(name)
-            self._shards[name] = self._wrap_lock(name, lambda: q.EdgeShard.load(str(self.root / name / "shard")))
+            shard = self._wrap_lock(name, lambda: q.EdgeShard.load(str(self.root / name / "shard")))
+            _index_keywords(shard)  # collections made before the indexes existed get them on first open
+            self._shards[name] = shard
         return self._shards[name]
 
     def delete_collection(self, name: str) -> None:
@@ -204,8 +217,8 @@ class EdgeStore(VectorStore):
 
         if not points:
             return
-        pts = [q.Point(p.id, {DENSE: [float(x) for x in p.dense], SPARSE: q.SparseVector(*p.sparse)}, p.payload)
-               for p in points]
+        pts = [q.Point(p.id, dict(zip(p.vector_names(), ([float(x) for x in p.dense], q.SparseVector(*p.sparse)))),
+                       p.payload) for p in points]
         shard = self._shard(name)
         shard.update(q.UpdateOperation.upsert_points(pts))
         shard.flush()  # durable per batch: an interrupted ingestion resumes from what is on disk
@@ -237,12 +250,15 @@ class EdgeStore(VectorStore):
         flt = q.Filter(must=[q.FieldCondition(key, match=q.MatchValue(value))]) if key else None
         return int(self._shard(name).count(q.CountRequest(filter=flt)))
 
-    def query(self, name, dense, sparse, mode, limit, fetch_k, rrf_k=60, weights=None):  # type: ignore[override]
+    def query(self, name, dense, sparse, mode, limit, fetch_k, rrf_k=60, weights=None, level="chunk",  # type: ignore[override]
+              source=None):
         import qdrant_edge as q
 
-        dq = q.Query.Nearest([float(x) for x in dense], using=DENSE) if dense is not None else None
-        sq = q.Query.Nearest(q.SparseVector(*sparse), using=SPARSE) if sparse is not None and sparse[0] else None
-        common = dict(with_payload=True, with_vector=[DENSE])
+        dn, sn = (DOC_DENSE, DOC_SPARSE) if level == "doc" else (DENSE, SPARSE)
+        dq = q.Query.Nearest([float(x) for x in dense], using=dn) if dense is not None else None
+        sq = q.Query.Nearest(q.SparseVector(*sparse), using=sn) if sparse is not None and sparse[0] else None
+        flt = q.Filter(must=[q.FieldCondition("source", match=q.MatchValue(source))]) if source else None
+        common = dict(with_payload=True, with_vector=[DENSE] if level == "chunk" else False, filter=flt)
         if mode == "dense":
             req = q.QueryRequest(limit=limit, query=dq, **common)
         elif mode == "sparse":
@@ -250,7 +266,8 @@ class EdgeStore(VectorStore):
                 return []
             req = q.QueryRequest(limit=limit, query=sq, **common)
         else:
-            pre = [q.Prefetch(limit=fetch_k, query=dq)] + ([q.Prefetch(limit=fetch_k, query=sq)] if sq else [])
+            pre = [q.Prefetch(limit=fetch_k, query=dq, filter=flt)] + (
+                [q.Prefetch(limit=fetch_k, query=sq, filter=flt)] if sq else [])
             w = list(weights) if weights and sq else None
             req = q.QueryRequest(limit=limit, prefetches=pre, query=q.Fusion.Rrf(k=rrf_k, weights=w), **common)
         out = []
@@ -267,6 +284,16 @@ class EdgeStore(VectorStore):
             except Exception:  # closing twice or after a failed open: nothing left to release
                 pass
         self._shards.clear()
+
+
+def _index_keywords(shard: Any) -> None:
+    """Keyword indexes for the fields queries filter on: a search inside one document (`source`) takes 0.2 ms with
+    the index and 60 ms without it on a 6,500-point collection (measured on git-doc). Creating an existing index is
+    a no-op."""
+    import qdrant_edge as q
+
+    for key in ("source", "doc_key", "level"):
+        shard.update(q.UpdateOperation.create_field_index(key, q.PayloadSchemaType.Keyword))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -325,11 +352,11 @@ class ClientStore(VectorStore):
         if self.client.collection_exists(name):
             raise StoreError(f"collection {name!r} already exists; delete it first to recreate it")
         self.client.create_collection(
-            name, vectors_config={DENSE: m.VectorParams(size=dim, distance=m.Distance.COSINE)},
-            sparse_vectors_config={SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)},
+            name, vectors_config={v: m.VectorParams(size=dim, distance=m.Distance.COSINE) for v in (DENSE, DOC_DENSE)},
+            sparse_vectors_config={v: m.SparseVectorParams(modifier=m.Modifier.IDF) for v in (SPARSE, DOC_SPARSE)},
         )
         if self.engine == "server":  # local mode has no payload indexes (filters still work, unindexed)
-            for key in ("source", "doc_key"):
+            for key in ("source", "doc_key", "level"):
                 self.client.create_payload_index(name, key, m.PayloadSchemaType.KEYWORD)
         self.set_meta(name, meta)
 
@@ -344,8 +371,8 @@ class ClientStore(VectorStore):
         if points:
             self.client.upsert(name, [m.PointStruct(
                 id=p.id, payload=p.payload,
-                vector={DENSE: [float(x) for x in p.dense],
-                        SPARSE: m.SparseVector(indices=list(p.sparse[0]), values=list(p.sparse[1]))})
+                vector=dict(zip(p.vector_names(), ([float(x) for x in p.dense], m.SparseVector(
+                    indices=list(p.sparse[0]), values=list(p.sparse[1]))))))
                 for p in points], wait=True)
 
     def delete_where(self, name: str, key: str, values: list[Any]) -> None:
@@ -370,21 +397,25 @@ class ClientStore(VectorStore):
         flt = m.Filter(must=[m.FieldCondition(key=key, match=m.MatchValue(value=value))]) if key else None
         return int(self.client.count(name, count_filter=flt, exact=True).count)
 
-    def query(self, name, dense, sparse, mode, limit, fetch_k, rrf_k=60, weights=None):  # type: ignore[override]
+    def query(self, name, dense, sparse, mode, limit, fetch_k, rrf_k=60, weights=None, level="chunk",  # type: ignore[override]
+              source=None):
         from qdrant_client import models as m
 
+        dn, sn = (DOC_DENSE, DOC_SPARSE) if level == "doc" else (DENSE, SPARSE)
         sv = m.SparseVector(indices=list(sparse[0]), values=list(sparse[1])) if sparse and sparse[0] else None
-        kw: dict[str, Any] = dict(limit=limit, with_payload=True, with_vectors=[DENSE])
+        flt = m.Filter(must=[m.FieldCondition(key="source", match=m.MatchValue(value=source))]) if source else None
+        kw: dict[str, Any] = dict(limit=limit, with_payload=True, with_vectors=[DENSE] if level == "chunk" else False,
+                                  query_filter=flt)
         if mode == "dense":
-            kw.update(query=[float(x) for x in dense], using=DENSE)
+            kw.update(query=[float(x) for x in dense], using=dn)
         elif mode == "sparse":
             if sv is None:
                 return []
-            kw.update(query=sv, using=SPARSE)
+            kw.update(query=sv, using=sn)
         else:
-            pre = [m.Prefetch(query=[float(x) for x in dense], using=DENSE, limit=fetch_k)]
+            pre = [m.Prefetch(query=[float(x) for x in dense], using=dn, limit=fetch_k, filter=flt)]
             if sv is not None:
-                pre.append(m.Prefetch(query=sv, using=SPARSE, limit=fetch_k))
+                pre.append(m.Prefetch(query=sv, using=sn, limit=fetch_k, filter=flt))
             w = list(weights) if weights and sv is not None else None
             kw.update(prefetch=pre, query=m.RrfQuery(rrf=m.Rrf(k=rrf_k, weights=w)))
         res = self.client.query_points(name, **kw).points

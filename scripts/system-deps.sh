@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the tests, benchmarks and media features use. Installs only what is missing; skips without root.
 set -u
-want=(redis-server postgresql chromium espeak-ng ffmpeg python3-doc fonts-dejavu-core bubblewrap)
+want=(redis-server postgresql chromium espeak-ng ffmpeg python3-doc git-doc fonts-dejavu-core bubblewrap)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -32,12 +32,15 @@ class FakeOpenAI:
         self.leak = False
         self.delay_s = 0.0
         self.hits = 0
+        self.reply: str | None = None  # a fixed answer (a model that says something specific), else the echo
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.app = self._build()
         self._server: uvicorn.Server | None = None
 
     def _reply(self, body: dict[str, Any]) -> str:
+        if self.reply is not None:
+            return self.reply
         last = next((m for m in reversed(body.get("messages", [])) if m.get("role") == "user"), {})
         return f"hosted {self.name}: {last.get('content', body.get('prompt', ''))}"
 

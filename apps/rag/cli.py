@@ -131,6 +131,7 @@ def ingest(paths: tuple[str, ...], collection: str, chunking: str | None, chunk_
 def _upload_all(client: Any, paths: list[str], collection: str, chunking: str | None, progress: Any) -> dict:
     """Ingest local files through the server: each supported file is uploaded (the server ingests it)."""
     from apps.rag.parsers import kind_of
+    from deployments.openai_http import APIStatusError
 
     files = []
     for p in paths:
@@ -146,7 +147,12 @@ def _upload_all(client: Any, paths: list[str], collection: str, chunking: str | 
         for i, f in enumerate(files, 1):
             params = {"filename": os.path.basename(f)} | ({"chunking": chunking} if chunking else {})
             with open(f, "rb") as fh:
-                rep = client.upload(f"/v1/rag/{collection}/upload", fh.read(), params)
+                try:
+                    rep = client.upload(f"/v1/rag/{collection}/upload", fh.read(), params)
+                except APIStatusError as e:
+                    if e.status not in (413, 415, 422):  # not this file's fault: stop
+                        raise
+                    rep = {"skipped": {os.path.abspath(f): e.message}}  # this file is unusable; the rest go on
             progress(i, len(files), os.path.basename(f))
             for key in ("added", "updated", "unchanged", "deleted"):
                 total[key] += rep.get(key, [])
@@ -173,16 +179,22 @@ def _query_opts(f: Any) -> Any:
 @click.argument("question")
 @_query_opts
 def search(question: str, collection: str, k: int, mode: str, rerank: bool, url: str | None, as_json: bool) -> None:
-    """Retrieval only: the best passages for QUESTION."""
+    """Retrieval only: the best documents for QUESTION, each with its best passage.
+
+    --json prints [{source, title, score, best: {text, section, start, end, page, ...}, ranks}], one per document,
+    best first, so a caller can score documents without re-aggregating passages."""
     body = {"question": question, "k": k, "mode": mode, "rerank": rerank}
-    hits = _local_or_remote(url, lambda s: [h.model_dump() for h in s.search(collection, question,
-                                                                             _params(k, mode, rerank))],
+    docs = _local_or_remote(url, lambda s: [d.model_dump() for d in s.search_documents(collection, question,
+                                                                                        _params(k, mode, rerank))],
                             f"/v1/rag/{collection}/search", body)
-    hits = hits["hits"] if isinstance(hits, dict) else hits
-    text = "\n".join(f"{i}. [{h['score']:.3f}] {h['source']}" + (f" § {h['section']}" if h["section"] else "")
-                     + f" ({h['start']}-{h['end']})\n   {h['text'][:200].replace(chr(10), ' ')}"
-                     for i, h in enumerate(hits, 1)) or "no results"
-    _emit(hits, as_json, text)
+    docs = docs["documents"] if isinstance(docs, dict) else docs
+    lines = []
+    for i, d in enumerate(docs, 1):
+        h = d["best"]
+        ref = h["source"] + (f"#page={h['page']}" if h.get("page") else "")
+        lines.append(f"{i}. [{d['score']:.3f}] {ref}" + (f" § {h['section']}" if h["section"] else "")
+                     + f" ({h['start']}-{h['end']})\n   {h['text'][:200].replace(chr(10), ' ')}")
+    _emit(docs, as_json, "\n".join(lines) or "no results")
 
 
 @rag.command()
@@ -200,7 +212,8 @@ def ask(question: str, collection: str, k: int, mode: str, rerank: bool, url: st
         lines.insert(0, f"warning: {ans['warning']}")
     for s in ans["sources"]:
         mark = "*" if s.get("cited") else " "
-        lines.append(f"{mark}[{s['n']}] {s['source']}" + (f" § {s['section']}" if s["section"] else "")
+        ref = s["source"] + (f"#page={s['page']}" if s.get("page") else "")
+        lines.append(f"{mark}[{s['n']}] {ref}" + (f" § {s['section']}" if s["section"] else "")
                      + f" ({s['start']}-{s['end']})")
     _emit(ans, as_json, "\n".join(lines))
 
@@ -211,12 +224,13 @@ def ask(question: str, collection: str, k: int, mode: str, rerank: bool, url: st
               help="JSON / JSON lines of {question, gold: [paths]}.")
 @click.option("--k", type=click.IntRange(1, 100), default=5)
 @click.option("--modes", default="dense,sparse,hybrid,hybrid+rerank", help="Comma-separated retrieval modes.")
-@click.option("--faithfulness", "faith", type=click.IntRange(0, 1000), default=0,
-              help="Also score answer faithfulness on the first N questions (needs the chat API).")
+@click.option("--answers", "--faithfulness", "faith", type=click.IntRange(0, 1000), default=0,
+              help="Also answer the first N questions and score the answers: faithfulness, answer relevance, "
+                   "context precision and recall, grounded rate (needs the chat API).")
 @click.option("--json", "as_json", is_flag=True)
 def eval_cmd(collection: str, questions: str, k: int, modes: str, faith: int, as_json: bool) -> None:
     """Retrieval metrics (hit rate, recall@k, MRR, nDCG) per mode; appended to the collection's history."""
-    from apps.rag.eval import faithfulness, format_table, load_questions, run_and_record
+    from apps.rag.eval import format_table, load_questions, run_and_record
     from apps.rag.library import RagError
 
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
@@ -224,7 +238,7 @@ def eval_cmd(collection: str, questions: str, k: int, modes: str, faith: int, as
     if client is not None:  # the server evaluates; the set travels with the request, gold files by name
         if faith:
             client.close()
-            raise click.ClickException("--faithfulness needs the store itself: stop the server first")
+            raise click.ClickException("--answers needs the store itself: stop the server first")
         try:
             qs = load_questions(questions)
         except ValueError as e:
@@ -236,17 +250,17 @@ def eval_cmd(collection: str, questions: str, k: int, modes: str, faith: int, as
         try:
             svc = _service()
             try:
-                entry = run_and_record(svc, collection, os.path.abspath(questions), k, mode_list)
-                if faith:
-                    entry["faithfulness"] = faithfulness(svc, collection, load_questions(questions), faith)
+                entry = run_and_record(svc, collection, os.path.abspath(questions), k, mode_list, answers=faith)
             finally:
                 svc.close()
         except (RagError, StoreError, ValueError) as e:
             raise click.ClickException(str(e)) from None
     text = f"{collection} ({entry['chunking']}, {entry['chunks']} chunks)\n" + format_table(entry["rows"])
-    if "faithfulness" in entry:
-        f = entry["faithfulness"]
-        text += f"\nfaithfulness ({f['method']}, n={f['n']}): {f['faithfulness']:.3f}"
+    if "answers" in entry:
+        a = entry["answers"]
+        text += (f"\nanswers ({a['method']}, n={a['n']}): " + ", ".join(
+            f"{key} {a[key]:.3f}" for key in ("faithfulness", "answer_relevance", "context_precision", "context_recall",
+                                              "grounded")))
     _emit(entry, as_json, text)
 
 

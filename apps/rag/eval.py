@@ -1,5 +1,6 @@
-"""Evaluation harness: retrieval metrics per retrieval mode on a question set with gold documents, answer
-faithfulness, and a per-collection history (re-run automatically after each ingestion when a set is attached).
+"""Evaluation harness: retrieval metrics per retrieval mode on a question set with gold documents, answer metrics
+(faithfulness, answer relevance, context precision and recall, grounded rate), and a per-collection history
+(re-run automatically after each ingestion when a set is attached).
 
 Questions file: JSON list or JSON lines of {"question": str, "gold": [path, ...]} (paths relative to the file are
 resolved against its folder); "gold_source" (one path) is accepted too. Metrics are document-level: hits are
@@ -11,17 +12,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
 
-from apps.rag.retrieval import SearchParams, search
+from apps.rag.retrieval import SearchParams
 from cluster.config import expand_path
 
 MODES = {"dense": ("dense", False), "sparse": ("sparse", False), "hybrid": ("hybrid", False),
          "hybrid+rerank": ("hybrid", True)}
-_WORD = re.compile(r"[A-Za-z0-9_]{3,}")
 
 
 def load_questions(path: str | Path) -> list[dict[str, Any]]:
@@ -47,14 +46,6 @@ def load_questions(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def doc_ranking(hits: list[Any]) -> list[str]:
-    seen: list[str] = []
-    for h in hits:
-        if h.source not in seen:
-            seen.append(h.source)
-    return seen
-
-
 def score_ranking(ranked: list[str], gold: set[str], k: int) -> dict[str, float]:
     top = ranked[:k]
     found = [d for d in top if d in gold]
@@ -75,14 +66,13 @@ def evaluate(service: Any, collection: str, questions: list[dict[str, Any]], k: 
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
         kind, rerank = MODES[mode]
-        # fetch more chunks than k so k distinct documents remain after de-duplication
+        # ranked documents (each once), as `conductor rag search --json` returns them; 4k so MRR sees past k
         params = SearchParams(k=k * 4, mode=kind, rerank=rerank)
         sums = {"hit": 0.0, "recall": 0.0, "mrr": 0.0, "ndcg": 0.0}
         t0 = time.perf_counter()
         for q, v in zip(questions, qvecs):
-            hits = search(service.store, collection, q["question"], v, service.sparse, params, service.cfg,
-                          service.reranker if rerank else None)
-            for key, val in score_ranking(doc_ranking(hits), set(q["gold"]), k).items():
+            docs = service.search_documents(collection, q["question"], params, qvec=v)
+            for key, val in score_ranking([d.source for d in docs], set(q["gold"]), k).items():
                 sums[key] += val
         n = len(questions)
         rows.append({"mode": mode, "k": k, "n": n, f"hit@{k}": sums["hit"] / n, f"recall@{k}": sums["recall"] / n,
@@ -91,33 +81,50 @@ def evaluate(service: Any, collection: str, questions: list[dict[str, Any]], k: 
     return rows
 
 
-def lexical_faithfulness(answer: str, passages: list[str]) -> float:
-    """Share of the answer's content words that appear in the cited passages (1.0 = fully grounded)."""
-    aw = {w.lower() for w in _WORD.findall(answer)}
-    if not aw:
-        return 0.0
-    pw = {w.lower() for p in passages for w in _WORD.findall(p)}
-    return len(aw & pw) / len(aw)
+def context_precision(sources: list[str], gold: set[str]) -> float:
+    """Rank-aware precision of the retrieved passages (RAGAS' definition): the mean of precision@i over the
+    positions i that hold a gold document."""
+    hits, total = 0, 0.0
+    for i, src in enumerate(sources, 1):
+        if src in gold:
+            hits += 1
+            total += hits / i
+    return total / hits if hits else 0.0
 
 
-def judge_faithfulness(client: Any, model: str, answer: str, passages: list[str]) -> float:
-    """LLM judge: 1.0 if the model says the passages support the answer, else 0.0."""
-    prompt = ("Passages:\n" + "\n\n".join(passages) + f"\n\nAnswer: {answer}\n\nIs every claim in the answer "
-              "supported by the passages? Reply with exactly one word: yes or no.")
-    reply = client.chat_text([{"role": "user", "content": prompt}], model=model, temperature=0.0, max_tokens=3)
-    return 1.0 if reply.strip().lower().startswith("yes") else 0.0
+def answer_metrics(service: Any, collection: str, questions: list[dict[str, Any]], limit: int = 10) -> dict[str, Any]:
+    """Answers to the first `limit` questions, scored: faithfulness (share of the model's sentences that its cited
+    passages support), answer relevance (question-answer cosine, or the judge), context precision and recall
+    (gold documents among the passages the answer was given), and how often the answer was grounded.
+    `method` says whether an LLM judge or the embedding + lexical fallback scored them."""
+    import numpy as np
+
+    from apps.rag.grounding import check, judge
+
+    judge_model = service.cfg.judge_model
+    rows = []
+    for q in questions[:limit]:
+        ans = service.ask(collection, q["question"])
+        text = ans.model_answer or ans.answer  # the model's own words, before any extractive replacement
+        cited = [s.text for s in ans.sources if s.cited] or [s.text for s in ans.sources]
+        g = judge(service.client, judge_model, text, cited) if judge_model else check(text, q["question"], cited,
+                                                                                     service.embedder)
+        v = np.asarray(service.embedder.embed([q["question"], text]))
+        gold = set(q["gold"])
+        srcs = [s.source for s in ans.sources]
+        rows.append({"faithfulness": g.supported_share, "answer_relevance": max(0.0, float(v[0] @ v[1])),
+                     "context_precision": context_precision(srcs, gold),
+                     "context_recall": len(gold & set(srcs)) / len(gold), "grounded": float(bool(ans.grounded))})
+    n = len(rows)
+    out: dict[str, Any] = {"method": f"llm-judge:{judge_model}" if judge_model else "embedding+lexical", "n": n}
+    for key in ("faithfulness", "answer_relevance", "context_precision", "context_recall", "grounded"):
+        out[key] = sum(r[key] for r in rows) / n if n else 0.0
+    return out
 
 
 def faithfulness(service: Any, collection: str, questions: list[dict[str, Any]], limit: int = 10) -> dict[str, Any]:
-    scores, method = [], "llm-judge" if service.cfg.judge_model else "lexical-overlap"
-    for q in questions[:limit]:
-        ans = service.ask(collection, q["question"])
-        passages = [s.text for s in ans.sources if s.cited] or [s.text for s in ans.sources[:1]]
-        if service.cfg.judge_model:
-            scores.append(judge_faithfulness(service.client, service.cfg.judge_model, ans.answer, passages))
-        else:
-            scores.append(lexical_faithfulness(ans.answer, passages))
-    return {"method": method, "n": len(scores), "faithfulness": sum(scores) / len(scores) if scores else 0.0}
+    """Kept for callers of the first harness: the answer metrics, faithfulness among them."""
+    return answer_metrics(service, collection, questions, limit)
 
 
 def history_path(service: Any, collection: str) -> Path:
@@ -127,12 +134,15 @@ def history_path(service: Any, collection: str) -> Path:
 
 
 def run_and_record(service: Any, collection: str, questions_file: str, k: int = 5,
-                   modes: list[str] | None = None) -> dict[str, Any]:
-    rows = evaluate(service, collection, load_questions(questions_file), k, modes)
+                   modes: list[str] | None = None, answers: int = 0) -> dict[str, Any]:
+    qs = load_questions(questions_file)
+    rows = evaluate(service, collection, qs, k, modes)
     meta = service.store.get_meta(collection)
     entry = {"when": time.time(), "collection": collection, "questions": str(questions_file),
              "chunking": meta.get("chunking"), "chunk_size": meta.get("chunk_size"), "chunks": meta.get("chunks"),
              "rows": rows}
+    if answers:
+        entry["answers"] = answer_metrics(service, collection, qs, answers)
     # One whole line per append (O_APPEND, fsynced); a torn last line after a crash is skipped by history().
     with history_path(service, collection).open("a") as f:
         f.write(json.dumps(entry) + "\n")

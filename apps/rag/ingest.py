@@ -27,6 +27,8 @@ from deployments.vectorstore import StorePoint, point_id
 
 Progress = Callable[[int, int, str], None]  # (documents done, documents to do, message)
 BATCH = 64
+SUMMARY_CHARS = 400  # a document's title plus its opening this long is its dense vector (what the page is about)
+PAGE_AVG_TOKENS = 1500.0  # BM25 length normalisation for whole documents (a manual page, not a chunk)
 
 
 @dataclass
@@ -75,16 +77,28 @@ def file_hash(data: bytes) -> str:
 
 
 class SparseEncoder:
-    """BM25 term weights computed by Qdrant's own tokenizer/stemmer (qdrant-edge-py); Qdrant applies IDF."""
+    """BM25 term weights computed by Qdrant's own tokenizer/stemmer (qdrant-edge-py); Qdrant applies IDF.
+
+    Chunks and whole documents are normalised against their own typical length (BM25's b), so a long page is
+    not scored as if it were a very long chunk."""
 
     def __init__(self) -> None:
         import qdrant_edge as q
 
         self._bm25 = q.Bm25(q.Bm25Config(language="english"))
+        self._pages = q.Bm25(q.Bm25Config(language="english", avg_len=PAGE_AVG_TOKENS))
 
     def document(self, text: str) -> tuple[list[int], list[float]]:
         v = self._bm25.embed_document(text)
         return list(v.indices), list(v.values)
+
+    def page(self, text: str) -> tuple[list[int], list[float]]:
+        v = self._pages.embed_document(text)
+        return list(v.indices), list(v.values)
+
+    def row(self, row: dict[str, Any]) -> tuple[list[int], list[float]]:
+        """A chunk row's terms, or a document row's terms over the whole document."""
+        return self.page(row["sparse_text"]) if row.get("level") == "doc" else self.document(row["embed_text"])
 
     def query(self, text: str) -> tuple[list[int], list[float]]:
         v = self._bm25.embed_query(text)
@@ -93,28 +107,38 @@ class SparseEncoder:
 
 def chunk_rows(path: str, data: bytes, doc_hash: str, settings: dict[str, Any]) -> list[dict[str, Any]]:
     """Parse and chunk one document into payload rows (raises ParseError)."""
-    doc = parse_bytes(data, path)
+    doc = parse_bytes(data, path, settings.get("pdf"))
     chunks = chunk_document(doc, settings["chunking"], settings["chunk_size"], settings["chunk_overlap"])
     if not chunks:
         raise ParseError("no text to index")
-    return [{"id": point_id(path, doc_hash, str(i)), "source": path, "doc_hash": doc_hash,
-             "doc_key": f"{path}\x1f{doc_hash}", "title": doc.title, "section": c.section, "start": c.start,
-             "end": c.end, "chunk_index": i, "n_chunks": len(chunks), "kind": doc.kind, "text": c.text,
-             "embed_text": c.embed_text} for i, c in enumerate(chunks)]
+    base = {"source": path, "doc_hash": doc_hash, "doc_key": f"{path}\x1f{doc_hash}", "title": doc.title,
+            "n_chunks": len(chunks), "kind": doc.kind}
+    rows = [dict(base, id=point_id(path, doc_hash, str(i)), level="chunk", section=c.section, start=c.start, end=c.end,
+                 chunk_index=i, text=c.text, page=doc.page_at(c.start) or 0, embed_text=c.embed_text, sparse_text="")
+            for i, c in enumerate(chunks)]
+    if settings.get("doc_index"):
+        # The document's own point goes first: a document whose chunks are all stored has its document point too.
+        summary = f"{doc.title}\n{doc.text[:SUMMARY_CHARS]}".strip()
+        rows.insert(0, dict(base, id=point_id(path, doc_hash, "document"), level="doc", section="", start=0,
+                            end=min(len(doc.text), SUMMARY_CHARS), chunk_index=-1, text=summary, page=0,
+                            embed_text=summary, sparse_text=f"{doc.title}\n{doc.text}"))
+    return rows
 
 
 def rows_to_points(rows: list[dict[str, Any]], dense: Any, sparse: list[tuple[list[int], list[float]]]) -> list[StorePoint]:
     out = []
     for row, d, s in zip(rows, dense, sparse):
-        payload = {k: v for k, v in row.items() if k not in ("id", "embed_text", "error")}
-        out.append(StorePoint(row["id"], list(map(float, d)), s, payload))
+        payload = {k: v for k, v in row.items() if k not in ("id", "embed_text", "sparse_text", "error")}
+        out.append(StorePoint(row["id"], list(map(float, d)), s, payload, level=row.get("level") or "chunk"))
     return out
 
 
 def existing_state(store: Any, collection: str) -> dict[str, dict[str, Any]]:
     """source -> {"hashes": {hash: chunks present}, "n_chunks": {hash: expected}}."""
     state: dict[str, dict[str, Any]] = {}
-    for p in store.iter_payloads(collection, ["source", "doc_hash", "n_chunks"]):
+    for p in store.iter_payloads(collection, ["source", "doc_hash", "n_chunks", "level"]):
+        if p.get("level") == "doc":  # a document's own point: not one of its chunks
+            continue
         st = state.setdefault(p["source"], {"hashes": {}, "n_chunks": {}})
         st["hashes"][p["doc_hash"]] = st["hashes"].get(p["doc_hash"], 0) + 1
         st["n_chunks"][p["doc_hash"]] = p["n_chunks"]
@@ -164,9 +188,10 @@ def ingest_local(store: Any, collection: str, todo: list[tuple[str, str]], setti
         nonlocal done
         if rows:
             vecs = embedder.embed([r["embed_text"] for r in rows])
-            store.upsert(collection, rows_to_points(rows, vecs, [sparse.document(r["embed_text"]) for r in rows]))
+            store.upsert(collection, rows_to_points(rows, vecs, [sparse.row(r) for r in rows]))
             for r in rows:
-                stored[r["source"]] = stored.get(r["source"], 0) + 1
+                if r["level"] == "chunk":
+                    stored[r["source"]] = stored.get(r["source"], 0) + 1
         while waiting and stored.get(waiting[0][0], 0) == waiting[0][2]:
             path, h, n = waiting.pop(0)
             finish_document(store, collection, path, h, state)
@@ -186,7 +211,7 @@ def ingest_local(store: Any, collection: str, todo: list[tuple[str, str]], setti
             if progress:
                 progress(done, len(todo), os.path.basename(path))
             continue
-        waiting.append((path, h, len(rows)))
+        waiting.append((path, h, rows[-1]["n_chunks"]))
         pending += rows
         while len(pending) >= BATCH:
             flush(pending[:BATCH])

@@ -14,7 +14,8 @@ from apps.rag.ingest import BATCH, IngestReport, Progress, SparseEncoder, chunk_
 from apps.rag.parsers import ParseError
 
 _EMPTY = {"id": "", "source": "", "doc_hash": "", "doc_key": "", "title": "", "section": "", "start": 0, "end": 0,
-          "chunk_index": 0, "n_chunks": 0, "kind": "", "text": "", "embed_text": ""}
+          "chunk_index": 0, "n_chunks": 0, "kind": "", "text": "", "embed_text": "", "level": "chunk", "page": 0,
+          "sparse_text": ""}
 
 
 def _parse_row(row: dict[str, Any], settings: dict[str, Any]) -> list[dict[str, Any]]:
@@ -43,7 +44,9 @@ class _Embed:
         dense = np.zeros((len(texts), self.embedder.dim), dtype=np.float32)
         if ok:
             dense[ok] = self.embedder.embed([texts[i] for i in ok])
-        sp = [self.sparse.document(t) if not batch["error"][i] else ([], []) for i, t in enumerate(texts)]
+        rows = [{"level": str(batch["level"][i]), "embed_text": t, "sparse_text": str(batch["sparse_text"][i])}
+                for i, t in enumerate(texts)]
+        sp = [self.sparse.row(r) if not batch["error"][i] else ([], []) for i, r in enumerate(rows)]
         batch["dense"] = dense
         batch["sp_idx"] = np.array([np.asarray(s[0], dtype=np.int64) for s in sp] + [None], dtype=object)[:-1]
         batch["sp_val"] = np.array([np.asarray(s[1], dtype=np.float32) for s in sp] + [None], dtype=object)[:-1]
@@ -59,7 +62,7 @@ def ingest_ray(store: Any, collection: str, todo: list[tuple[str, str]], setting
         # Join the cluster this process belongs to (a Ray job), else start a local one.
         ray.init(log_to_driver=False)  # RAY_ADDRESS, when a job sets it, is read by Ray itself
     keys = ["id", "source", "doc_hash", "doc_key", "title", "section", "start", "end", "chunk_index", "n_chunks",
-            "kind", "text", "error"]
+            "kind", "text", "error", "level", "page"]
     ds = (ray.data.from_items([{"path": p, "hash": h} for p, h in todo], override_num_blocks=max(1, min(len(todo), 32)))
           .flat_map(_parse_row, fn_kwargs={"settings": settings})
           .map_batches(_Embed, fn_constructor_kwargs={"model": model}, batch_size=BATCH,
@@ -77,10 +80,12 @@ def ingest_ray(store: Any, collection: str, todo: list[tuple[str, str]], setting
                                  [(list(map(int, batch["sp_idx"][i])), list(map(float, batch["sp_val"][i])))
                                   for i in good])
             store.upsert(collection, pts)
+        chunks = [i for i in good if rows[i]["level"] == "chunk"]
         for i in good:
-            seen[rows[i]["source"]] = seen.get(rows[i]["source"], 0) + 1
             expected[rows[i]["source"]] = rows[i]["n_chunks"]
-        report.chunks += len(good)
+        for i in chunks:
+            seen[rows[i]["source"]] = seen.get(rows[i]["source"], 0) + 1
+        report.chunks += len(chunks)
         if progress:
             done = sum(1 for p in expected if p in report.skipped or (expected[p] and seen.get(p) == expected[p]))
             progress(done, len(todo), f"{report.chunks} chunks")

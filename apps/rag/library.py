@@ -7,15 +7,28 @@ can point answers at any OpenAI-compatible base URL.
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 from apps.rag.answer import NO_ANSWER, Answer, generate, generate_stream, low_relevance, make_answer
 from apps.rag.chunking import STRATEGIES
 from apps.rag.ingest import IngestReport, Progress, SparseEncoder, ingest_local, plan
-from apps.rag.retrieval import Hit, Reranker, SearchParams, search
+from apps.rag.retrieval import DocumentHit, Hit, Reranker, SearchParams, search_documents
 from cluster.config import ConductorConfig
 from deployments.vectorstore import StoreError, StoreLockedError, check_name, open_store
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(path: str, mtime_ns: int, size: int, pdf_limits: str) -> Any:
+    """A parsed document for the context view, kept while the file is unchanged: a scanned PDF costs seconds of
+    OCR a page, and every citation click would pay it again."""
+    from apps.rag.parsers import parse_bytes
+
+    return parse_bytes(Path(path).read_bytes(), path, json.loads(pdf_limits))
 
 
 class RagError(ValueError):
@@ -105,7 +118,7 @@ class RagService:
                                    f"{given!r}")
             return meta
         meta = {"embedding_model": self.cfg.embedding_model, "dim": self.embedder.dim, **want,
-                "created": time.time(), "documents": 0, "chunks": 0}
+                "created": time.time(), "documents": 0, "chunks": 0, "doc_index": True}
         self.store.create_collection(name, self.embedder.dim, meta)
         return meta
 
@@ -122,7 +135,8 @@ class RagService:
         except (FileNotFoundError, StoreError) as e:
             raise RagError(str(e)) from None
         report = IngestReport(collection, unchanged=p["unchanged"], skipped=dict(p["skipped"]), engine=engine)
-        settings = {k: meta[k] for k in ("chunking", "chunk_size", "chunk_overlap")}
+        settings = {**{k: meta[k] for k in ("chunking", "chunk_size", "chunk_overlap")},
+                    "pdf": self.cfg.pdf.model_dump(), "doc_index": bool(meta.get("doc_index"))}
         if p["todo"]:
             if engine == "ray":
                 from apps.rag.ingest_ray import ingest_ray
@@ -135,7 +149,8 @@ class RagService:
         report.deleted = p["gone"]
         report.seconds = round(time.perf_counter() - t0, 3)
         meta = self.store.get_meta(collection)
-        meta.update(chunks=self.store.count(collection), last_ingest=time.time(),
+        chunks = self.store.count(collection) - self.store.count(collection, "level", "doc")
+        meta.update(chunks=chunks, last_ingest=time.time(),
                     documents=len(p["unchanged"]) + len(report.added) + len(report.updated)
                     if paths else meta.get("documents", 0))
         if questions:
@@ -152,39 +167,45 @@ class RagService:
 
     def context(self, collection: str, source: str, start: int, end: int, window: int = 600) -> dict[str, Any]:
         """A cited span with the text around it (the UI's clickable citations). Only documents of the collection."""
-        from pathlib import Path
-
-        from apps.rag.parsers import ParseError, parse_bytes
+        from apps.rag.parsers import ParseError
 
         self.meta(collection)
         if not self.store.count(collection, "source", source):
             raise RagError(f"{source!r} is not a document of collection {collection!r}")
         try:
-            doc = parse_bytes(Path(source).read_bytes(), source)
+            st = os.stat(source)
+            doc = _parsed(source, st.st_mtime_ns, st.st_size, json.dumps(self.cfg.pdf.model_dump(), sort_keys=True))
         except (OSError, ParseError) as e:
             raise RagError(f"cannot read {source}: {e}") from None
         if not 0 <= start <= end <= len(doc.text):
             raise RagError(f"span {start}-{end} is outside the document (length {len(doc.text)})")
         lo, hi = max(0, start - window), min(len(doc.text), end + window)
         return {"source": source, "title": doc.title, "section": doc.section_at(start), "start": start, "end": end,
-                "before": doc.text[lo:start], "passage": doc.text[start:end], "after": doc.text[end:hi]}
+                "page": doc.page_at(start), "before": doc.text[lo:start], "passage": doc.text[start:end],
+                "after": doc.text[end:hi]}
 
     # --- retrieval and answers ----------------------------------------------------------------------------
-    def _check_query(self, collection: str, question: str) -> None:
+    def _check_query(self, collection: str, question: str) -> dict[str, Any]:
         if not isinstance(question, str) or not question.strip():
             raise RagError("the question is empty")
         meta = self.meta(collection)
         if meta["embedding_model"] != self.cfg.embedding_model:
             raise RagError(f"collection {collection!r} is embedded with {meta['embedding_model']!r} but queries "
                            f"are embedded with {self.cfg.embedding_model!r}; refusing to mix models")
+        return meta
 
     def search(self, collection: str, question: str, params: SearchParams | None = None) -> list[Hit]:
+        return [d.best for d in self.search_documents(collection, question, params)]
+
+    def search_documents(self, collection: str, question: str, params: SearchParams | None = None,
+                         qvec: Any = None) -> list[DocumentHit]:
         params = params or SearchParams(k=self.cfg.top_k)
-        self._check_query(collection, question)
-        qvec = self.embedder.embed([question.strip()])[0]
+        meta = self._check_query(collection, question)
+        if qvec is None:
+            qvec = self.embedder.embed([question.strip()])[0]
         try:
-            return search(self.store, collection, question.strip(), qvec, self.sparse, params, self.cfg,
-                          self.reranker if params.rerank else None)
+            return search_documents(self.store, collection, question.strip(), qvec, self.sparse, params, self.cfg,
+                                    self.reranker if params.rerank else None, bool(meta.get("doc_index")))
         except StoreLockedError:
             raise
         except StoreError as e:
@@ -197,8 +218,9 @@ class RagService:
         if warning:
             return make_answer(NO_ANSWER, hits, None, warning).model_copy(update={"citations": []})
         model = model or self.cfg.chat_model
-        text = generate(self.client, model, question, hits, self.cfg.max_context_chars)
-        return make_answer(text, hits, model, None)
+        text = generate(self.client, model, question, hits, self.cfg.max_context_chars,
+                        structured=self.cfg.structured_citations)
+        return self._grounded(question, make_answer(text, hits, model, None), hits)
 
     def ask_stream(self, collection: str, question: str, params: SearchParams | None = None,
                    model: str | None = None) -> Iterator[dict[str, Any]]:
@@ -211,7 +233,29 @@ class RagService:
             return
         model = model or self.cfg.chat_model
         text = ""
-        for piece in generate_stream(self.client, model, question, hits, self.cfg.max_context_chars):
+        for piece in generate_stream(self.client, model, question, hits, self.cfg.max_context_chars,
+                                     structured=self.cfg.structured_citations):
             text += piece
             yield {"type": "delta", "text": piece}
-        yield {"type": "answer", **make_answer(text, hits, model, None).model_dump()}
+        yield {"type": "answer", **self._grounded(question, make_answer(text, hits, model, None), hits).model_dump()}
+
+    def _grounded(self, question: str, ans: Answer, hits: list[Hit]) -> Answer:
+        """Check the answer against the passages it cites; one they do not support becomes an extractive answer
+        quoting the best passage (apps/rag/grounding.py)."""
+        from apps.rag.grounding import check, extractive_answer, judge
+
+        if not self.cfg.grounding:
+            return ans
+        cited = [h.text for s, h in zip(ans.sources, hits) if s.cited] or [h.text for h in hits]
+        if self.cfg.judge_model:
+            g = judge(self.client, self.cfg.judge_model, ans.answer, cited)
+        else:
+            g = check(ans.answer, question, cited, self.embedder)
+        if g.grounded:
+            return ans.model_copy(update={"grounded": True, "grounding": g})
+        text, nums = extractive_answer(question, hits, self.embedder)
+        if not text:
+            return ans.model_copy(update={"grounded": False, "grounding": g})
+        sources = [s.model_copy(update={"cited": s.n in nums}) for s in ans.sources]
+        return ans.model_copy(update={"answer": text, "model_answer": ans.answer, "citations": nums, "sources": sources,
+                                      "citations_inferred": False, "grounded": False, "grounding": g})

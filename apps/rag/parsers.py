@@ -1,23 +1,25 @@
 """Document parsers: file bytes -> plain text plus a section outline with character offsets into that text.
 
 Markdown, reStructuredText and plain text keep the file's own text (so a citation's character span points into the
-file itself); HTML (BeautifulSoup) and PDF (pypdf) become extracted text with headings / pages as sections.
+file itself); HTML (BeautifulSoup) and PDF (apps/rag/pdf.py: text layer, OCR, tables) become extracted text
+with headings / pages as sections.
 A file that cannot be used raises `ParseError` with a one-line reason; ingestion skips it and reports the reason.
 """
 
 from __future__ import annotations
 
+import bisect
 import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 SUPPORTED = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".text": "text", ".rst": "rst",
              ".html": "html", ".htm": "html", ".pdf": "pdf"}
 
 
-class ParseError(ValueError):
-    """The reason a document was skipped."""
+from apps.rag.errors import DocumentTooLarge, ParseError  # noqa: F401  (re-exported: callers catch them here)
 
 
 @dataclass
@@ -33,6 +35,13 @@ class ParsedDoc:
     kind: str
     title: str = ""
     sections: list[Section] = field(default_factory=list)
+    pages: list[int] = field(default_factory=list)  # PDF: offset where each page starts (page n at index n-1)
+
+    def page_at(self, offset: int) -> int | None:
+        """The 1-based page holding `offset` (PDFs), else None."""
+        if not self.pages:
+            return None
+        return bisect.bisect_right(self.pages, offset) or 1
 
     def section_at(self, offset: int) -> str:
         for s in self.sections:
@@ -48,13 +57,16 @@ def kind_of(path: str | Path) -> str | None:
     return SUPPORTED.get(Path(name).suffix)
 
 
-def parse_bytes(data: bytes, path: str | Path) -> ParsedDoc:
+def parse_bytes(data: bytes, path: str | Path, pdf_limits: dict[str, Any] | None = None) -> ParsedDoc:
     kind = kind_of(path)
     if kind is None:
         raise ParseError(f"unsupported file type {Path(path).suffix or '(none)'!r}")
     if not data.strip():
         raise ParseError("empty file")
-    doc = {"markdown": _markdown, "text": _text, "rst": _rst, "html": _html, "pdf": _pdf}[kind](data)
+    if kind == "pdf":
+        doc = _pdf(data, pdf_limits)
+    else:
+        doc = {"markdown": _markdown, "text": _text, "rst": _rst, "html": _html}[kind](data)
     if not doc.text.strip():
         raise ParseError("no extractable text")
     doc.title = doc.title or Path(path).name
@@ -171,15 +183,17 @@ def _html(data: bytes) -> ParsedDoc:
     return ParsedDoc(text, "html", title, _outline(text, heads))
 
 
-def _pdf(data: bytes) -> ParsedDoc:
+def _pdf(data: bytes, limits: dict[str, Any] | None = None) -> ParsedDoc:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
+
+    from apps.rag.pdf import PdfLimits, extract
 
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise ParseError("encrypted PDF (password required)")
-        pages = [p.extract_text() or "" for p in reader.pages]
+        got = extract(data, reader, PdfLimits.model_validate(limits or {}))
     except ParseError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as e:
@@ -188,13 +202,12 @@ def _pdf(data: bytes) -> ParsedDoc:
         if "crypt" in str(e).lower() or "password" in str(e).lower():
             raise ParseError("encrypted PDF (password required)") from None
         raise ParseError(f"corrupt or unreadable PDF: {type(e).__name__}") from None
-    text, heads = "", []
-    for n, page in enumerate(pages, 1):
+    text, heads, starts = "", [], []
+    for n, page in enumerate(got.pages, 1):
         heads.append((len(text), 1, f"page {n}"))
+        starts.append(len(text))
         text += page.strip() + "\n\n"
-    title = ""
-    try:
-        title = (reader.metadata or {}).get("/Title") or ""
-    except Exception:  # metadata of a damaged file: not worth failing for
-        pass
-    return ParsedDoc(text, "pdf", str(title), _outline(text, heads))
+    if not text.strip() and got.skipped_ocr:
+        why = "OCR is off" if not PdfLimits.model_validate(limits or {}).ocr else "over the OCR page limit"
+        raise ParseError(f"no text layer on {len(got.skipped_ocr)} page(s) and {why}")
+    return ParsedDoc(text, "pdf", got.title, _outline(text, heads), pages=starts)

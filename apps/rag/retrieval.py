@@ -1,4 +1,11 @@
-"""Retrieval: dense, BM25 sparse, or hybrid (Qdrant prefetch + RRF), then an optional rerank stage.
+"""Retrieval: dense, BM25 sparse, or hybrid, then an optional rerank stage; documents first, then their passages.
+
+Hybrid ranks *documents*: four retrievers -- chunk dense, chunk BM25, and, for collections that have them, the
+document vectors (title + opening, dense) and BM25 over the whole document -- each give a ranking of documents (a
+chunk list ranks a document by its best chunk), fused with weighted RRF. Measured on two sets (BENCHMARKS.md,
+"RAG quality"): chunk-only fusion let long tutorials with many chunks crowd out the page a question is about; the
+document-level signals put that page first far more often. Each document is represented by its best passage
+(chunk-level RRF), which is what answers are written from.
 
 Every hit carries its dense cosine to the question (computed from the stored vector), whatever the mode: RRF
 scores are rank-based and say nothing about relevance, so the low-relevance warning uses the cosine.
@@ -41,6 +48,8 @@ class Hit(BaseModel):
     start: int = Field(0, description="Character offset of the passage in the parsed document.")
     end: int = Field(0, description="End offset (exclusive).")
     chunk_index: int = Field(0, description="Position of the chunk in its document.")
+    page: int | None = Field(None, description="1-based page of the passage (PDFs), else null.")
+    doc_score: float | None = Field(None, description="Fused score of the passage's document (hybrid), else null.")
 
 
 def _cos(a: list[float] | None, b: Any) -> float:
@@ -57,7 +66,8 @@ def to_hit(h: StoreHit, qvec: Any, score: float | None = None) -> Hit:
     p = h.payload
     return Hit(source=p.get("source", ""), score=h.score if score is None else score, dense_score=_cos(h.dense, qvec),
                text=p.get("text", ""), title=p.get("title", ""), section=p.get("section", ""),
-               start=int(p.get("start", 0)), end=int(p.get("end", 0)), chunk_index=int(p.get("chunk_index", 0)))
+               start=int(p.get("start", 0)), end=int(p.get("end", 0)), chunk_index=int(p.get("chunk_index", 0)),
+               page=p.get("page") or None)
 
 
 class Reranker:
@@ -118,22 +128,81 @@ def _tied_ranks(scores: list[float]) -> list[float]:
     return ranks
 
 
-def search(store: Any, collection: str, question: str, qvec: Any, sparse: Any, params: SearchParams,
-           defaults: Any, reranker: Reranker | None = None) -> list[Hit]:
+class DocumentHit(BaseModel):
+    source: str = Field(description="The document's path as ingested.")
+    title: str = Field("", description="Document title.")
+    score: float = Field(description="Fused document score (hybrid), else the score of its best passage.")
+    best: Hit = Field(description="The document's best passage.")
+    ranks: dict[str, int] = Field(default_factory=dict, description="1-based rank in each retriever that found it.")
+
+
+def _doc_ranks(hits: list[StoreHit]) -> list[tuple[str, float]]:
+    """Documents in the order of their best hit, with tie-aware ranks (as in `rrf_fuse`): look-alike documents get
+    equal BM25 scores, and the store's order among them is arbitrary."""
+    best: dict[str, float] = {}
+    for h in hits:
+        best.setdefault(h.payload.get("source", ""), h.score)
+    return list(zip(best, _tied_ranks(list(best.values()))))
+
+
+def search_documents(store: Any, collection: str, question: str, qvec: Any, sparse: Any, params: SearchParams,
+                     defaults: Any, reranker: Reranker | None = None, doc_index: bool = False) -> list[DocumentHit]:
+    """The k best documents, each with its best passage."""
     fetch_k = params.fetch_k or defaults.fetch_k
-    limit = max(params.k, fetch_k) if params.rerank else params.k
-    svec = sparse.query(question)
-    dense = [float(x) for x in qvec]
-    if params.mode == "hybrid":
-        # Fused here rather than with Qdrant's Fusion.Rrf: qdrant-edge 0.9 does not scale each list's
-        # contribution by its weight (measured: weights [5, 1] moved a rank-1 score from 1/60 to 1/59.2), and
-        # weighted fusion is what lets a strong dense retriever and a weaker BM25 one combine into a better one.
-        lists = [store.query(collection, dense, svec, m, max(fetch_k, limit), fetch_k) for m in ("dense", "sparse")]
-        fused = rrf_fuse(lists, params.rrf_k or defaults.rrf_k, (params.dense_weight or defaults.dense_weight,
-                                                                  params.sparse_weight or defaults.sparse_weight))
-        hits = [to_hit(h, qvec, score) for h, score in fused[:limit]]
-    else:
-        hits = [to_hit(h, qvec) for h in store.query(collection, dense, svec, params.mode, limit, fetch_k)]
+    svec, dense = sparse.query(question), [float(x) for x in qvec]
+    if params.mode != "hybrid":
+        best: dict[str, Hit] = {}
+        for h in store.query(collection, dense, svec, params.mode, fetch_k, fetch_k):
+            best.setdefault(h.payload.get("source", ""), to_hit(h, qvec))
+        if params.rerank and reranker is not None:
+            best = {h.source: h for h in reranker.rescore(question, list(best.values()))}
+        return [DocumentHit(source=s, title=h.title, score=h.score, best=h) for s, h in list(best.items())[: params.k]]
+    # Fused here rather than with Qdrant's Fusion.Rrf: qdrant-edge 0.9 does not scale each list's contribution by
+    # its weight (measured: weights [5, 1] moved a rank-1 score from 1/60 to 1/59.2).
+    wd, ws = params.dense_weight or defaults.dense_weight, params.sparse_weight or defaults.sparse_weight
+    lists = {"chunk_dense": store.query(collection, dense, svec, "dense", fetch_k, fetch_k),
+             "chunk_bm25": store.query(collection, dense, svec, "sparse", fetch_k, fetch_k)}
+    weights = {"chunk_dense": wd, "chunk_bm25": ws}
+    if doc_index:
+        wdoc = defaults.doc_weight
+        lists["doc_dense"] = store.query(collection, dense, svec, "dense", fetch_k, fetch_k, level="doc")
+        lists["doc_bm25"] = store.query(collection, dense, svec, "sparse", fetch_k, fetch_k, level="doc")
+        weights.update(doc_dense=wd * wdoc, doc_bm25=ws * wdoc)
+    passages = rrf_fuse([lists["chunk_dense"], lists["chunk_bm25"]], params.rrf_k or defaults.rrf_k, (wd, ws))
+    best = {}
+    for h, score in passages:
+        best.setdefault(h.payload.get("source", ""), to_hit(h, qvec, score))
+    scores: dict[str, float] = {}
+    ranks: dict[str, dict[str, int]] = {}
+    k = defaults.doc_rrf_k
+    for name, hits in lists.items():
+        for src, rank in _doc_ranks(hits):
+            scores[src] = scores.get(src, 0.0) + weights[name] / (k + rank)
+            ranks.setdefault(src, {})[name] = int(rank)
+    order = sorted(scores, key=lambda s_: -scores[s_])
     if params.rerank and reranker is not None:
-        hits = reranker.rescore(question, hits)
-    return hits[: params.k]
+        order = _rerank_documents(question, order[: max(params.k, fetch_k // 2)], best, scores, reranker, k)
+    out = []
+    for src in order[: params.k]:
+        hit = best.get(src) or _best_passage(store, collection, src, dense, svec, qvec, fetch_k)
+        if hit is not None:
+            hit = hit.model_copy(update={"doc_score": scores[src]})
+            out.append(DocumentHit(source=src, title=hit.title, score=scores[src], best=hit, ranks=ranks[src]))
+    return out
+
+
+def _rerank_documents(question: str, order: list[str], best: dict[str, Hit], scores: dict[str, float],
+                      reranker: Reranker, k: int) -> list[str]:
+    """Rescore the candidates' best passages, then fuse that ranking with the document ranking (RRF): a passage
+    scorer alone sees one passage per document and loses what the document-level retrievers knew."""
+    have = [best[s] for s in order if s in best]
+    reranked = {h.source: r for r, h in enumerate(reranker.rescore(question, have), 1)}
+    fused = {s: 1 / (k + r) + (1 / (k + reranked[s]) if s in reranked else 0.0) for r, s in enumerate(order, 1)}
+    return sorted(order, key=lambda s: -fused[s])
+
+
+def _best_passage(store: Any, collection: str, source: str, dense: list[float], svec: Any, qvec: Any,
+                  fetch_k: int) -> Hit | None:
+    """A document found only by its document vectors: its best chunk, searched inside it."""
+    found = store.query(collection, dense, svec, "hybrid", 1, fetch_k, source=source)
+    return to_hit(found[0], qvec) if found else None

@@ -22,6 +22,7 @@ import os
 import re
 import tempfile
 import threading
+from pathlib import Path
 from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, Field
@@ -62,6 +63,8 @@ class EvalQuestion(BaseModel):
 class EvalRequest(BaseModel):
     k: int = Field(5, ge=1, le=100, description="Cut-off for the metrics.")
     modes: list[str] | None = Field(None, description="Retrieval modes; default all four.")
+    answers: int = Field(0, ge=0, le=200, description="Also answer the first N questions and score the answers "
+                         "(faithfulness, relevance, context precision/recall, grounded rate).")
     questions: list[EvalQuestion] | None = Field(
         None, max_length=10000, description="A question set sent with the request (gold documents named as they "
         "were uploaded); default the set attached to the collection.")
@@ -189,7 +192,9 @@ def _question_routes(app: Any, r: _Routes) -> None:
     def search(collection: str, req: QueryRequest, request: Request) -> dict[str, Any]:
         collection = r.scoped(request, collection)
         p = SearchParams(k=req.k, mode=req.mode, rerank=req.rerank)
-        return {"hits": [h.model_dump() for h in r.call(lambda: r.svc().search(collection, req.question, p))]}
+        docs = r.call(lambda: r.svc().search_documents(collection, req.question, p))
+        # documents ranked, each with its best passage; `hits` are those passages (the shape before documents)
+        return {"documents": [d.model_dump() for d in docs], "hits": [d.best.model_dump() for d in docs]}
 
     @app.post("/{collection}/query")
     def query(collection: str, req: QueryRequest, request: Request) -> Any:
@@ -224,6 +229,7 @@ async def _answer_events(first: dict[str, Any], events: Any) -> Any:
 
 def _ingest_routes(app: Any, r: _Routes) -> None:
     from fastapi import Request
+    from starlette.concurrency import run_in_threadpool
 
     from apps.common import APIError, raw_upload, stream_body_to
 
@@ -249,10 +255,15 @@ def _ingest_routes(app: Any, r: _Routes) -> None:
                 size = await stream_body_to(request, f, limit)
             if size == 0:
                 raise APIError(400, "the uploaded file is empty")
+            await run_in_threadpool(_check_document, tmp, name, r.config.rag)
             # The file takes its name only under the write lock, so a second upload of the same name waits for
             # the first one's ingestion instead of replacing the file under it.
-            return await r.ingest(collection, [str(folder / name)], chunking, "local",
-                                  before=lambda: os.replace(tmp, folder / name))
+            report = await r.ingest(collection, [str(folder / name)], chunking, "local",
+                                    before=lambda: os.replace(tmp, folder / name))
+            reason = report["skipped"].get(str(folder / name))
+            if reason:  # the one file of this request could not be used: the caller's mistake, with the reason
+                raise APIError(422, f"{name}: {reason}", code="unusable_document")
+            return report
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -300,7 +311,29 @@ def _eval_routes(app: Any, r: _Routes) -> None:
         if not questions:
             raise APIError(400, f"collection {collection!r} has no question set; send `questions` or ingest with "
                                 "--questions first")
-        return r.call(lambda: run_and_record(r.svc(), collection, questions, req.k, req.modes))
+        return r.call(lambda: run_and_record(r.svc(), collection, questions, req.k, req.modes, answers=req.answers))
+
+
+def _check_document(path: str, name: str, rag_cfg: Any) -> None:
+    """Size limits that can be read off a file's structure (a PDF's page count and page size) before it replaces
+    a stored document of the same name or costs an ingestion: over a limit is 413."""
+    from apps.common import APIError
+    from apps.rag.parsers import DocumentTooLarge, kind_of
+
+    if kind_of(name) != "pdf":
+        return
+    import io
+
+    from pypdf import PdfReader
+
+    from apps.rag.pdf import check_limits
+
+    try:
+        check_limits(PdfReader(io.BytesIO(Path(path).read_bytes())), rag_cfg.pdf)
+    except DocumentTooLarge as e:
+        raise APIError(413, f"{name}: {e}", code="document_too_large") from None
+    except Exception:  # unreadable or encrypted: ingestion reports the precise reason
+        return
 
 
 def _check(collection: str) -> str:

@@ -40,7 +40,10 @@ def upload_files(client: Any, collection: str, paths: list[str], chunking: str |
 def render_context(ctx_json: dict[str, Any]) -> str:
     """The cited span highlighted inside the text around it."""
     e = html.escape
-    return (f"<div><b>{e(ctx_json['source'])}</b> § {e(ctx_json.get('section') or '')} "
+    page = f" · page {ctx_json['page']}" if ctx_json.get("page") else ""
+    section = ctx_json.get("section") or ""
+    section = "" if section == f"page {ctx_json.get('page')}" else f" § {e(section)}"
+    return (f"<div><b>{e(ctx_json['source'])}</b>{page}{section} "
             f"(chars {ctx_json['start']}–{ctx_json['end']})<pre style='white-space:pre-wrap'>"
             f"{e(ctx_json['before'])}<mark>{e(ctx_json['passage'])}</mark>{e(ctx_json['after'])}</pre></div>")
 
@@ -55,12 +58,31 @@ def stream_answer(client: Any, collection: str, question: str, k: int, mode: str
         elif ev["type"] == "delta":
             text += ev["text"]
         elif ev["type"] == "answer":
-            text, sources = ev["answer"], ev["sources"]
+            text, sources = ev["answer"] + grounding_note(ev), ev["sources"]
         elif ev["type"] == "error":
             text += f"\n\n**error:** {ev['message']}"
-        labels = [f"[{i}] {os.path.basename(s['source'])}" + (f" § {s['section']}" if s.get("section") else "")
-                  for i, s in enumerate(sources, 1)]
-        yield (f"⚠️ {warning}\n\n" if warning else "") + text, labels, sources
+        yield (f"⚠️ {warning}\n\n" if warning else "") + text, [citation_label(i, s) for i, s in
+                                                                enumerate(sources, 1)], sources
+
+
+def citation_label(n: int, s: dict[str, Any]) -> str:
+    """`[2] manual.pdf#page=12 § Reset`: the page a PDF viewer opens, then the heading."""
+    ref = os.path.basename(s["source"]) + (f"#page={s['page']}" if s.get("page") else "")
+    section = s.get("section") if s.get("section") != f"page {s.get('page')}" else ""  # a PDF's page is its section
+    return f"[{n}] {ref}" + (f" § {section}" if section else "")
+
+
+def grounding_note(ans: dict[str, Any]) -> str:
+    """What the grounding check found, under the answer."""
+    g = ans.get("grounding")
+    if not g:
+        return ""
+    if ans.get("grounded"):
+        return (f"\n\n<small>✅ supported by the cited passages ({g['supported_share']:.0%} of sentences, "
+                f"{g['method']})</small>")
+    said = ans.get("model_answer")
+    return (f"\n\n<small>⚠️ not grounded: {g.get('reason') or 'unsupported'} ({g['method']}). "
+            + (f"The model had answered: “{said}”" if said else "") + "</small>")
 
 
 def history_frames(history: list[dict[str, Any]]) -> tuple[Any, Any]:
@@ -69,14 +91,25 @@ def history_frames(history: list[dict[str, Any]]) -> tuple[Any, Any]:
 
     if not history:
         return pd.DataFrame(), pd.DataFrame({"run": [], "value": [], "series": []})
-    latest = pd.DataFrame(history[-1]["rows"]).round(3)
+    last = history[-1]
+    rows = list(last["rows"])
+    if last.get("answers"):  # answer scores as one more row of the table
+        a = last["answers"]
+        rows.append({"mode": f"answers ({a['method']}, n={a['n']})", **{k: a[k] for k in ANSWER_METRICS if k in a}})
+    latest = pd.DataFrame(rows).round(3)
     recs = []
     for i, h in enumerate(history, 1):
         for r in h["rows"]:
             for metric in ("recall@5", "mrr"):
                 if metric in r:
                     recs.append({"run": i, "value": r[metric], "series": f"{r['mode']} {metric}"})
+        for metric in ANSWER_METRICS:
+            if metric in (h.get("answers") or {}):
+                recs.append({"run": i, "value": h["answers"][metric], "series": f"answers {metric}"})
     return latest, pd.DataFrame(recs)
+
+
+ANSWER_METRICS = ("faithfulness", "answer_relevance", "context_precision", "context_recall", "grounded")
 
 
 def build_tab(ctx: Any) -> None:
@@ -169,6 +202,8 @@ def _eval_section(client: Any, collection: Any) -> None:
 
     with gr.Accordion("Evaluation", open=False):
         eval_btn = gr.Button("Run evaluation on the attached question set")
+        answers = gr.Slider(0, 50, value=0, step=1, label="Also answer and score the first N questions",
+                            elem_id="rag-eval-answers")
         hist_btn = gr.Button("Load history")
         table = gr.Dataframe(label="Latest metrics")
         plot = gr.LinePlot(x="run", y="value", color="series", label="History", height=300)
@@ -181,12 +216,12 @@ def _eval_section(client: Any, collection: Any) -> None:
         except Exception as e:
             return None, None, _message(e)
 
-    def run_eval(coll):  # type: ignore[no-untyped-def]
+    def run_eval(coll, n):  # type: ignore[no-untyped-def]
         try:
-            client.post_json(f"{PREFIX}/{coll}/eval", {})
+            client.post_json(f"{PREFIX}/{coll}/eval", {"answers": int(n)})
         except Exception as e:
             return None, None, _message(e)
         return load_history(coll)
 
     hist_btn.click(load_history, collection, [table, plot, eval_msg])
-    eval_btn.click(run_eval, collection, [table, plot, eval_msg])
+    eval_btn.click(run_eval, [collection, answers], [table, plot, eval_msg])

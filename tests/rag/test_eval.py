@@ -7,7 +7,7 @@ import json
 import pytest
 
 from apps.rag import faq
-from apps.rag.eval import (evaluate, format_table, history, lexical_faithfulness, load_questions, run_and_record,
+from apps.rag.eval import (context_precision, evaluate, format_table, history, load_questions, run_and_record,
                            score_ranking)
 
 
@@ -18,9 +18,10 @@ def test_metric_arithmetic():
     assert score_ranking(["a", "b"], {"z"}, 5) == {"hit": 0.0, "recall": 0.0, "mrr": 0.0, "ndcg": 0.0}
 
 
-def test_lexical_faithfulness():
-    assert lexical_faithfulness("Hold the reset pin twelve seconds", ["hold the reset pin for twelve seconds"]) == 1.0
-    assert lexical_faithfulness("Bananas are purple", ["hold the reset pin"]) == 0.0
+def test_context_precision_is_rank_aware():
+    assert context_precision(["g", "x", "y"], {"g"}) == 1.0
+    assert context_precision(["x", "g"], {"g"}) == 0.5
+    assert context_precision(["x", "y"], {"g"}) == 0.0
 
 
 def test_questions_file_errors(tmp_path):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from apps.rag.retrieval import SearchParams
 
 
-def _state(svc, collection):
+def _state(svc, collection, level="chunk"):
     return sorted((p["source"], p["chunk_index"], p["text"]) for p in
-                  svc.store.iter_payloads(collection, ["source", "chunk_index", "text"]))
+                  svc.store.iter_payloads(collection, ["source", "chunk_index", "text", "level"])
+                  if p.get("level", "chunk") == level)
 
 
 def test_ray_data_ingestion_matches_local_and_is_incremental(ray_cluster, service, docs):
@@ -18,6 +19,8 @@ def test_ray_data_ingestion_matches_local_and_is_incremental(ray_cluster, servic
     assert seen and seen[-1] == (6, 6)  # progress reached every document, the skipped one included
     service.ingest([str(docs)], "vialocal", engine="local")
     assert _state(service, "viaray") == _state(service, "vialocal")
+    assert _state(service, "viaray", "doc") == _state(service, "vialocal", "doc") and len(_state(service, "viaray",
+                                                                                                 "doc")) == 5
     # same vectors: the same question ranks the same passages in both
     q = "how do I descale the kettle"
     a = [(h.source, h.chunk_index) for h in service.search("viaray", q, SearchParams(k=3))]

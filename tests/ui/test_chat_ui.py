@@ -102,6 +102,38 @@ def test_documents_tab_ingests_a_5mb_pdf_and_answers_from_it(page, serve_stack, 
     assert page.inner_text("#rag-answer").strip()
 
 
+def test_documents_tab_reads_a_scanned_pdf_and_a_table_and_cites_pages(page, tmp_path):
+    from tests.rag.test_pdf import scanned_pdf, table_pdf
+
+    (tmp_path / "scan.pdf").write_bytes(scanned_pdf())  # a picture of text: read by OCR
+    (tmp_path / "figures.pdf").write_bytes(table_pdf())  # a ruled table on page 1, text on page 2
+    page.get_by_role("tab", name="Documents").click()
+    page.fill("#rag-collection input", "scans")
+    page.set_input_files("#rag-files input[type=file]", [str(tmp_path / "scan.pdf"), str(tmp_path / "figures.pdf")])
+    page.wait_for_timeout(1500)
+    page.click("#rag-ingest")
+    page.wait_for_function("(t => /scan\\.pdf: \\d+ chunks/.test(t) && /figures\\.pdf: \\d+ chunks/.test(t))("
+                           "document.querySelector('#rag-ingest-out').innerText)", timeout=300_000)
+    assert "skipped" not in page.inner_text("#rag-ingest-out")
+    page.fill("#rag-question textarea", "How long do I hold the power button to reset the device?")
+    page.click("#rag-ask")
+    page.wait_for_selector("#rag-citations :text('scan.pdf#page=1')", timeout=180_000)
+    page.wait_for_function("/supported by the cited passages|not grounded/.test("
+                           "document.querySelector('#rag-answer').innerText)", timeout=180_000)
+    page.locator("#rag-citations label", has_text="scan.pdf#page=1").first.click()
+    page.wait_for_selector("mark", timeout=60_000)
+    html = page.content()
+    assert "page 1" in html and "seconds" in page.inner_text("mark")
+    page.fill("#rag-question textarea", "What was the revenue of the North region?")
+    page.click("#rag-ask")
+    page.wait_for_selector("#rag-citations :text('figures.pdf#page=1')", timeout=180_000)
+    page.wait_for_function("/supported by the cited passages|not grounded/.test("
+                           "document.querySelector('#rag-answer').innerText)", timeout=180_000)
+    page.locator("#rag-citations label", has_text="figures.pdf#page=1").first.click()
+    page.wait_for_selector("mark:has-text('North')", timeout=60_000)
+    assert "| North | 1200 | 4% |" in page.inner_text("mark")
+
+
 def test_system_tab_shows_deployments_when_opened(page):
     page.get_by_role("tab", name="System").click()
     page.wait_for_selector("text=Gateway", timeout=60_000)
