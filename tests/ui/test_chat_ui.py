@@ -115,23 +115,24 @@ def test_documents_tab_reads_a_scanned_pdf_and_a_table_and_cites_pages(page, tmp
     page.wait_for_function("(t => /scan\\.pdf: \\d+ chunks/.test(t) && /figures\\.pdf: \\d+ chunks/.test(t))("
                            "document.querySelector('#rag-ingest-out').innerText)", timeout=300_000)
     assert "skipped" not in page.inner_text("#rag-ingest-out")
-    page.fill("#rag-question textarea", "How long do I hold the power button to reset the device?")
+    mark = _ask_and_open(page, "How long do I hold the power button to reset the device?", "scan.pdf#page=1",
+                         "seconds")
+    assert "page 1" in page.content() and "seconds" in mark
+    mark = _ask_and_open(page, "What was the revenue of the North region?", "figures.pdf#page=1", "North")
+    assert "| North | 1200 | 4% |" in mark
+
+
+def _ask_and_open(page, question: str, citation: str, expect: str) -> str:
+    """Ask, wait for the answer and its grounding line, open the citation -> the highlighted passage's text."""
+    page.fill("#rag-question textarea", question)
     page.click("#rag-ask")
-    page.wait_for_selector("#rag-citations :text('scan.pdf#page=1')", timeout=180_000)
+    # 300 s: the Ask click queues behind the previous answer if it is still streaming (Gradio runs one at a time)
+    page.wait_for_selector(f"#rag-citations :text('{citation}')", timeout=300_000)
     page.wait_for_function("/supported by the cited passages|not grounded/.test("
                            "document.querySelector('#rag-answer').innerText)", timeout=180_000)
-    page.locator("#rag-citations label", has_text="scan.pdf#page=1").first.click()
-    page.wait_for_selector("mark", timeout=60_000)
-    html = page.content()
-    assert "page 1" in html and "seconds" in page.inner_text("mark")
-    page.fill("#rag-question textarea", "What was the revenue of the North region?")
-    page.click("#rag-ask")
-    page.wait_for_selector("#rag-citations :text('figures.pdf#page=1')", timeout=180_000)
-    page.wait_for_function("/supported by the cited passages|not grounded/.test("
-                           "document.querySelector('#rag-answer').innerText)", timeout=180_000)
-    page.locator("#rag-citations label", has_text="figures.pdf#page=1").first.click()
-    page.wait_for_selector("mark:has-text('North')", timeout=60_000)
-    assert "| North | 1200 | 4% |" in page.inner_text("mark")
+    page.locator("#rag-citations label", has_text=citation).first.click()
+    page.wait_for_selector(f"mark:has-text('{expect}')", timeout=60_000)
+    return page.inner_text("mark")
 
 
 def test_system_tab_shows_deployments_when_opened(page):
