@@ -21,8 +21,6 @@ from apps.rag.errors import DocumentTooLarge
 from cluster.config import PdfConfig as PdfLimits  # rag.pdf in the YAML
 
 
-
-
 @dataclass
 class PdfText:
     pages: list[str]  # one text per page, 1-based page = index + 1
@@ -40,7 +38,7 @@ def check_limits(reader: Any, limits: PdfLimits) -> None:
         w, h = abs(float(box.width)), abs(float(box.height))
         if max(w, h) > limits.max_page_points:
             raise DocumentTooLarge(f"page {i} is {w:.0f} x {h:.0f} points; the largest page allowed is "
-                                f"{limits.max_page_points:.0f} points a side")
+                                   f"{limits.max_page_points:.0f} points a side")
 
 
 def extract(data: bytes, reader: Any, limits: PdfLimits) -> PdfText:
