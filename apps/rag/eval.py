@@ -106,9 +106,11 @@ def answer_metrics(service: Any, collection: str, questions: list[dict[str, Any]
     for q in questions[:limit]:
         ans = service.ask(collection, q["question"])
         text = ans.model_answer or ans.answer  # the model's own words, before any extractive replacement
-        cited = [s.text for s in ans.sources if s.cited] or [s.text for s in ans.sources]
-        g = judge(service.client, judge_model, text, cited) if judge_model else check(text, q["question"], cited,
-                                                                                     service.embedder)
+        g = ans.grounding  # the check `ask` already made of the model's words against what they cited
+        if g is None:  # grounding off in the config: check here, the same way
+            cited = [s.text for s in ans.sources if s.cited] or [s.text for s in ans.sources]
+            g = judge(service.client, judge_model, text, cited) if judge_model else check(text, q["question"], cited,
+                                                                                         service.embedder)
         v = np.asarray(service.embedder.embed([q["question"], text]))
         gold = set(q["gold"])
         srcs = [s.source for s in ans.sources]
@@ -120,11 +122,6 @@ def answer_metrics(service: Any, collection: str, questions: list[dict[str, Any]
     for key in ("faithfulness", "answer_relevance", "context_precision", "context_recall", "grounded"):
         out[key] = sum(r[key] for r in rows) / n if n else 0.0
     return out
-
-
-def faithfulness(service: Any, collection: str, questions: list[dict[str, Any]], limit: int = 10) -> dict[str, Any]:
-    """Kept for callers of the first harness: the answer metrics, faithfulness among them."""
-    return answer_metrics(service, collection, questions, limit)
 
 
 def history_path(service: Any, collection: str) -> Path:

@@ -246,7 +246,7 @@ class RagService:
 
         if not self.cfg.grounding:
             return ans
-        cited = [h.text for s, h in zip(ans.sources, hits) if s.cited] or [h.text for h in hits]
+        cited = [s.text for s in ans.sources if s.cited] or [s.text for s in ans.sources]
         if self.cfg.judge_model:
             g = judge(self.client, self.cfg.judge_model, ans.answer, cited)
         else:
