@@ -31,6 +31,11 @@ from typing import Any, Iterator, Literal
 DENSE, SPARSE = "dense", "bm25"
 DOC_DENSE, DOC_SPARSE = "doc_dense", "doc_bm25"
 Level = Literal["chunk", "doc"]
+
+
+def vector_names(level: str) -> tuple[str, str]:
+    """(dense, sparse) vector names of a level: chunks and documents are searched through their own vectors."""
+    return (DOC_DENSE, DOC_SPARSE) if level == "doc" else (DENSE, SPARSE)
 Mode = Literal["dense", "sparse", "hybrid"]
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _META_COLLECTION = "_conductor_meta"
@@ -71,7 +76,7 @@ class StorePoint:
     level: Level = "chunk"
 
     def vector_names(self) -> tuple[str, str]:
-        return (DOC_DENSE, DOC_SPARSE) if self.level == "doc" else (DENSE, SPARSE)
+        return vector_names(self.level)
 
 
 @dataclass
@@ -254,7 +259,7 @@ class EdgeStore(VectorStore):
               source=None):
         import qdrant_edge as q
 
-        dn, sn = (DOC_DENSE, DOC_SPARSE) if level == "doc" else (DENSE, SPARSE)
+        dn, sn = vector_names(level)
         dq = q.Query.Nearest([float(x) for x in dense], using=dn) if dense is not None else None
         sq = q.Query.Nearest(q.SparseVector(*sparse), using=sn) if sparse is not None and sparse[0] else None
         flt = q.Filter(must=[q.FieldCondition("source", match=q.MatchValue(source))]) if source else None
@@ -401,7 +406,7 @@ class ClientStore(VectorStore):
               source=None):
         from qdrant_client import models as m
 
-        dn, sn = (DOC_DENSE, DOC_SPARSE) if level == "doc" else (DENSE, SPARSE)
+        dn, sn = vector_names(level)
         sv = m.SparseVector(indices=list(sparse[0]), values=list(sparse[1])) if sparse and sparse[0] else None
         flt = m.Filter(must=[m.FieldCondition(key="source", match=m.MatchValue(value=source))]) if source else None
         kw: dict[str, Any] = dict(limit=limit, with_payload=True, with_vectors=[DENSE] if level == "chunk" else False,

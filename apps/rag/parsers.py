@@ -189,11 +189,12 @@ def _pdf(data: bytes, limits: dict[str, Any] | None = None) -> ParsedDoc:
 
     from apps.rag.pdf import PdfLimits, extract
 
+    pdf_limits = PdfLimits.model_validate(limits or {})
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise ParseError("encrypted PDF (password required)")
-        got = extract(data, reader, PdfLimits.model_validate(limits or {}))
+        got = extract(data, reader, pdf_limits)
     except ParseError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as e:
@@ -208,6 +209,6 @@ def _pdf(data: bytes, limits: dict[str, Any] | None = None) -> ParsedDoc:
         starts.append(len(text))
         text += page.strip() + "\n\n"
     if not text.strip() and got.skipped_ocr:
-        why = "OCR is off" if not PdfLimits.model_validate(limits or {}).ocr else "over the OCR page limit"
+        why = "OCR is off" if not pdf_limits.ocr else "over the OCR page limit"
         raise ParseError(f"no text layer on {len(got.skipped_ocr)} page(s) and {why}")
     return ParsedDoc(text, "pdf", got.title, _outline(text, heads), pages=starts)
