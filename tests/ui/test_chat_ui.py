@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -102,19 +103,25 @@ def test_documents_tab_ingests_a_5mb_pdf_and_answers_from_it(page, serve_stack, 
     assert page.inner_text("#rag-answer").strip()
 
 
-def test_documents_tab_reads_a_scanned_pdf_and_a_table_and_cites_pages(page, tmp_path):
+def test_documents_tab_reads_a_scanned_pdf_and_a_table_and_cites_pages(page, serve_stack, tmp_path):
     from tests.rag.test_pdf import scanned_pdf, table_pdf
 
     (tmp_path / "scan.pdf").write_bytes(scanned_pdf())  # a picture of text: read by OCR
     (tmp_path / "figures.pdf").write_bytes(table_pdf())  # a ruled table on page 1, text on page 2
+    page.reload()  # a clean tab: the module's page still holds the last test's collection, files and answer
+    page.wait_for_selector("#chat-input textarea")
     page.get_by_role("tab", name="Documents").click()
     page.fill("#rag-collection input", "scans")
+    page.press("#rag-collection input", "Enter")  # a typed name is the dropdown's value once committed
     page.set_input_files("#rag-files input[type=file]", [str(tmp_path / "scan.pdf"), str(tmp_path / "figures.pdf")])
     page.wait_for_timeout(1500)
     page.click("#rag-ingest")
     page.wait_for_function("(t => /scan\\.pdf: \\d+ chunks/.test(t) && /figures\\.pdf: \\d+ chunks/.test(t))("
                            "document.querySelector('#rag-ingest-out').innerText)", timeout=300_000)
     assert "skipped" not in page.inner_text("#rag-ingest-out")
+    with serve_stack.http() as me:
+        docs = me.post("/v1/rag/scans/search", json={"question": "power button", "k": 5}).json()["documents"]
+    assert {os.path.basename(d["source"]) for d in docs} == {"scan.pdf", "figures.pdf"}
     mark = _ask_and_open(page, "How long do I hold the power button to reset the device?", "scan.pdf#page=1",
                          "seconds")
     assert "page 1" in page.content() and "seconds" in mark
@@ -123,13 +130,18 @@ def test_documents_tab_reads_a_scanned_pdf_and_a_table_and_cites_pages(page, tmp
 
 
 def _ask_and_open(page, question: str, citation: str, expect: str) -> str:
-    """Ask, wait for the answer and its grounding line, open the citation -> the highlighted passage's text."""
+    """Ask, wait for the whole answer (its grounding line, or an error), open the citation -> the highlighted text."""
+    # the answer box's text, without the timer Gradio shows in it while an event runs ("0.4s")
+    text = "document.querySelector('#rag-answer').innerText.replace(/^\\s*[\\d.]+s\\s*/, '')"
+    before = page.evaluate(text)
     page.fill("#rag-question textarea", question)
     page.click("#rag-ask")
     # 300 s: the Ask click queues behind the previous answer if it is still streaming (Gradio runs one at a time)
-    page.wait_for_selector(f"#rag-citations :text('{citation}')", timeout=300_000)
-    page.wait_for_function("/supported by the cited passages|not grounded/.test("
-                           "document.querySelector('#rag-answer').innerText)", timeout=180_000)
+    done = "/supported by the cited passages|not grounded|error:|⚠️/"
+    page.wait_for_function(f"old => {{ const t = {text}; return t !== old && {done}.test(t); }}", arg=before,
+                           timeout=300_000)
+    answer, cites = page.inner_text("#rag-answer"), page.inner_text("#rag-citations")
+    assert citation in cites, f"answer: {answer!r}; citations: {cites!r}"
     page.locator("#rag-citations label", has_text=citation).first.click()
     page.wait_for_selector(f"mark:has-text('{expect}')", timeout=60_000)
     return page.inner_text("mark")
