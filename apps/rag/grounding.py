@@ -60,8 +60,17 @@ def sentences(text: str, min_words: int = 1) -> list[str]:
     return out
 
 
+# "10 seconds" is what the passage's "ten seconds" says: number words compare as their digits
+_NUMBERS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve "
+                                            "thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty"
+                                            .split())}
+_NUMBERS.update({w: str(10 * i) for i, w in enumerate("thirty forty fifty sixty seventy eighty ninety".split(), 3)})
+
+
 def _stem(w: str) -> str:
     w = w.lower()
+    if w in _NUMBERS:
+        return _NUMBERS[w]
     for suf in ("ing", "edly", "ed", "es", "s", "ly"):
         if len(w) > len(suf) + 2 and w.endswith(suf):
             return w[: -len(suf)]
@@ -69,7 +78,7 @@ def _stem(w: str) -> str:
 
 
 def content_words(text: str) -> set[str]:
-    return {_stem(w) for w in _WORD.findall(text) if w.lower() not in STOP and len(w) > 1}
+    return {_stem(w) for w in _WORD.findall(text) if w.lower() not in STOP and (len(w) > 1 or w.isdigit())}
 
 
 def lexical_support(sentence: str, passage: str, question: str = "") -> float:

@@ -216,7 +216,8 @@ def test_sandbox_has_no_network(sandbox):
 
 
 def test_python_tool_reports_limits_to_the_model():
-    reg = builtin_registry(None, sandbox=LIMITS)
+    # a wall limit far above the CPU limit: on a loaded machine the loop gets a fraction of a core
+    reg = builtin_registry(None, sandbox=LIMITS.model_copy(update={"wall_s": 30, "cpu_s": 1}))
     out = reg.call("python", {"code": "while True: pass"}).output
     assert "cpu_time limit exceeded" in out
     assert reg.get("python").dangerous

@@ -20,6 +20,10 @@ def test_sentences_and_words():
                                                                                "Third line"]
     assert {"hold", "button", "blink"} <= content_words("Hold the button until it blinks")
     assert lexical_support("press the reset button", PASSAGE, Q) == 0.5  # "press" is new and not in the passage
+    # the served model's own answer to the scanned manual: "10 seconds" is what "ten seconds" says
+    assert lexical_support("10 seconds", PASSAGE, "How long do I hold the power button?") == 1.0
+    assert lexical_support("five seconds", "hold it for 5 seconds", "") == 1.0
+    assert lexical_support("11 seconds", PASSAGE, "") == 0.5
 
 
 @pytest.mark.parametrize("answer, grounded", [

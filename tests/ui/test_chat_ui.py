@@ -130,18 +130,22 @@ def test_documents_tab_reads_a_scanned_pdf_and_a_table_and_cites_pages(page, ser
 
 
 def _ask_and_open(page, question: str, citation: str, expect: str) -> str:
-    """Ask, wait for the whole answer (its grounding line, or an error), open the citation -> the highlighted text."""
-    # the answer box's text, without the timer Gradio shows in it while an event runs ("0.4s")
-    text = "document.querySelector('#rag-answer').innerText.replace(/^\\s*[\\d.]+s\\s*/, '')"
-    before = page.evaluate(text)
+    """Ask, wait for the whole answer (its grounding line, or an error), open the citation -> the highlighted text.
+
+    The citation must not be in the previous answer's list: its arrival is what says the new answer has begun (the
+    sources come first and clear the answer box)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    assert citation not in page.inner_text("#rag-citations")
     page.fill("#rag-question textarea", question)
     page.click("#rag-ask")
-    # 300 s: the Ask click queues behind the previous answer if it is still streaming (Gradio runs one at a time)
-    done = "/supported by the cited passages|not grounded|error:|⚠️/"
-    page.wait_for_function(f"old => {{ const t = {text}; return t !== old && {done}.test(t); }}", arg=before,
-                           timeout=300_000)
-    answer, cites = page.inner_text("#rag-answer"), page.inner_text("#rag-citations")
-    assert citation in cites, f"answer: {answer!r}; citations: {cites!r}"
+    try:  # 300 s: the Ask click queues behind the previous answer if it is still streaming (one at a time)
+        page.wait_for_selector(f"#rag-citations :text('{citation}')", timeout=300_000)
+        page.wait_for_function("/supported by the cited passages|not grounded|error:/.test("
+                               "document.querySelector('#rag-answer').innerText)", timeout=180_000)
+    except PlaywrightTimeout:
+        raise AssertionError(f"answer: {page.inner_text('#rag-answer')!r}; "
+                             f"citations: {page.inner_text('#rag-citations')!r}") from None
     page.locator("#rag-citations label", has_text=citation).first.click()
     page.wait_for_selector(f"mark:has-text('{expect}')", timeout=60_000)
     return page.inner_text("mark")
