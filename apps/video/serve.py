@@ -34,24 +34,44 @@ class IngestResponse(BaseModel):
     segments: int = Field(description="Number of segments indexed.")
 
 
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+
 class VideoWorker:
-    """A Ray actor that runs the pipeline stages on one file and returns the finished segment rows."""
+    """A Ray actor that runs the pipeline stages on one file and returns the finished segment rows.
+
+    Started with two threads: one file is processed at a time (`_busy`), and `progress()` answers while it runs."""
 
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = cfg
+        self._busy = threading.Lock()
+        self._progress: dict[str, dict[str, Any]] = {}  # job -> {"stage", "done", "total"}
 
-    def process(self, path: str, name: str) -> list[dict[str, Any]]:
+    def process(self, path: str, name: str, job: str | None = None) -> list[dict[str, Any]]:
         from apps.video.pipeline import decode_segments, model_stages
 
-        stages = getattr(self, "_stages", None) or model_stages(self.cfg)
-        self._stages = stages
-        rows = decode_segments({"path": path, "name": name}, self.cfg)
-        out = []
-        for row in rows:
-            for stage in stages:
-                row = stage(row)
-            out.append(row)
-        return out
+        with self._busy:
+            self._report(job, "decoding", 0, 0)
+            stages = getattr(self, "_stages", None) or model_stages(self.cfg)
+            self._stages = stages
+            rows = decode_segments({"path": path, "name": name}, self.cfg)
+            out = []
+            for i, row in enumerate(rows):
+                self._report(job, "analysing segments (speech, on-screen text, vectors)", i, len(rows))
+                for stage in stages:
+                    row = stage(row)
+                out.append(row)
+            self._report(job, "indexing", len(rows), len(rows))
+            return out
+
+    def _report(self, job: str | None, stage: str, done: int, total: int) -> None:
+        if job:
+            self._progress[job] = {"stage": stage, "done": done, "total": total}  # one assignment: read whole
+            while len(self._progress) > 256:
+                self._progress.pop(next(iter(self._progress)))
+
+    def progress(self, job: str) -> dict[str, Any] | None:
+        return self._progress.get(job)
 
 
 class VideoService:
@@ -63,6 +83,7 @@ class VideoService:
         self._index = None
         self._worker = None
         self._lock = threading.Lock()
+        self._jobs: dict[str, str] = {}  # ingest job id -> the user who started it
 
     @property
     def index(self):
@@ -81,10 +102,36 @@ class VideoService:
                 # The worker does the heavy lifting (decode, Whisper, OCR): it gets a real share of a CPU,
                 # more than the thin HTTP replica, capped at one.
                 self._worker = ray.remote(num_cpus=min(1.0, max(0.1, self.vc.resources.num_cpus * 5)),
-                                          max_restarts=0)(VideoWorker).remote(self.vc.model_dump())
+                                          max_restarts=0, max_concurrency=2)(VideoWorker).remote(self.vc.model_dump())
             return self._worker
 
-    def process(self, path: Path, name: str) -> dict[str, Any]:
+    def claim_job(self, job: str | None, user: str) -> None:
+        """Remember who started ingest `job`, so that only they see its progress (400 for a malformed id, 409 for
+        one another user holds)."""
+        from apps.common import APIError
+
+        if job is None:
+            return
+        if not JOB_ID.fullmatch(job):
+            raise APIError(400, "job must be 8 to 64 letters, digits, '-' or '_'", param="job")
+        with self._lock:
+            if self._jobs.setdefault(job, user) != user:
+                raise APIError(409, "job id in use; choose another", param="job")
+            while len(self._jobs) > 1024:
+                self._jobs.pop(next(iter(self._jobs)))
+
+    def progress(self, job: str, user: str) -> dict[str, Any] | None:
+        """Where ingest `job` stands, for the user who started it; None for anyone else or an unknown job."""
+        import ray
+
+        with self._lock:
+            if self._jobs.get(job) != user:
+                return None
+            worker = self._worker
+        state = ray.get(worker.progress.remote(job), timeout=10) if worker is not None else None
+        return state or {"stage": "probing", "done": 0, "total": 0}
+
+    def process(self, path: Path, name: str, job: str | None = None) -> dict[str, Any]:
         import ray
         from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
@@ -92,7 +139,7 @@ class VideoService:
         from apps.video.probe import ProbeError
 
         worker = self.worker()
-        ref = worker.process.remote(str(path), name)
+        ref = worker.process.remote(str(path), name, job)
         try:
             rows = ray.get(ref, timeout=self.vc.limits.decode_timeout_s)
         except (GetTimeoutError, RayActorError) as e:
@@ -130,20 +177,33 @@ def make_app(config: ConductorConfig):
 
     @app.post("/ingest", response_model=IngestResponse)
     @raw_upload("application/octet-stream", "video/*")
-    async def ingest(request: Request, name: str = "upload.mp4") -> dict[str, Any]:
+    async def ingest(request: Request, name: str = "upload.mp4", job: str | None = None) -> dict[str, Any]:
         from starlette.concurrency import run_in_threadpool
 
         from apps.security import request_user
 
+        svc.claim_job(job, request_user(request))
         path = await _save_upload(request, svc.uploads, name, upload_limit(config))
         try:
-            rec = await run_in_threadpool(_probe_then_process, svc, path, name)
+            rec = await run_in_threadpool(_probe_then_process, svc, path, name, job)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
         svc.index.add_owner(rec["video"], request_user(request))
         return {"video": rec["video"], "name": rec["name"], "duration": rec["duration"],
                 "segments": len(rec["scenes"])}
+
+    @app.get("/ingest/{job}")
+    async def ingest_progress(job: str, request: Request) -> dict[str, Any]:
+        """Where an upload sent with `?job=<id>` stands: {stage, done, total} (segments), for its own user."""
+        from starlette.concurrency import run_in_threadpool
+
+        from apps.security import request_user
+
+        state = await run_in_threadpool(svc.progress, job, request_user(request))
+        if state is None:
+            raise APIError(404, f"no ingest job {job!r}", param="job")
+        return {"job": job, **state}
 
     @app.post("/search")
     async def search(request: Request) -> dict[str, Any]:
@@ -233,7 +293,7 @@ def _record(svc: VideoService, video: str, viewer: str | None) -> dict[str, Any]
     return rec
 
 
-def _probe_then_process(svc: VideoService, path: Path, name: str) -> dict[str, Any]:
+def _probe_then_process(svc: VideoService, path: Path, name: str, job: str | None = None) -> dict[str, Any]:
     from apps.common import APIError
     from apps.video.pipeline import file_id
     from apps.video.probe import ProbeError, probe
@@ -246,7 +306,7 @@ def _probe_then_process(svc: VideoService, path: Path, name: str) -> dict[str, A
     if known is not None:  # same bytes already in the library: keep one copy, skip the work
         path.unlink(missing_ok=True)
         return known
-    return svc.process(path, name)
+    return svc.process(path, name, job)
 
 
 async def _save_upload(request, folder: Path, name: str, limit: int) -> Path:

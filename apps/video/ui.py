@@ -20,10 +20,45 @@ def _image(data_uri: str):
     return Image.open(io.BytesIO(base64.b64decode(data_uri.split(",", 1)[1]))).convert("RGB")
 
 
-def ingest_file(client, path: str) -> dict[str, Any]:
+def ingest_file(client, path: str, job: str | None = None) -> dict[str, Any]:
     p = Path(path)
-    return client.request("POST", f"{PREFIX}/ingest", params={"name": p.name}, content=p.read_bytes(),
-                          headers={"content-type": "application/octet-stream"})
+    return client.request("POST", f"{PREFIX}/ingest", params={"name": p.name, **({"job": job} if job else {})},
+                          content=p.read_bytes(), headers={"content-type": "application/octet-stream"})
+
+
+def ingest_with_progress(client, path: str, report, every_s: float = 0.5) -> dict[str, Any]:
+    """Upload and ingest in a thread while polling `GET /ingest/{job}`; `report(fraction, text)` on each change.
+    Decoding is the first 10%, segments the next 85%, indexing the rest."""
+    import contextvars
+    import threading
+    import uuid
+
+    job, box = uuid.uuid4().hex, {}
+
+    def run() -> None:
+        try:
+            box["result"] = ingest_file(client, path, job)
+        except Exception as e:  # re-raised in the caller's thread
+            box["error"] = e
+
+    # the caller's context goes along: it says which signed-in user the upload is for (apps/client.py ACTING_FOR)
+    t = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True)
+    t.start()
+    last = None
+    while t.is_alive():
+        t.join(every_s)
+        try:
+            state = client.request("GET", f"{PREFIX}/ingest/{job}")
+        except Exception:  # not started yet (404 until the upload is claimed), or already finished
+            continue
+        if state != last:
+            last = state
+            done, total = state["done"], state["total"]
+            frac = 0.02 if state["stage"] == "probing" else 0.1 if not total else 0.1 + 0.85 * done / total
+            report(min(frac, 0.95), f"{state['stage']}" + (f": {done} of {total}" if total else ""))
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def load_video(client, video: str, summary: bool = True) -> dict[str, Any]:
@@ -74,10 +109,10 @@ def build_tab(ctx) -> None:
     def do_ingest(path, progress=gr.Progress()):
         if not path:
             raise gr.Error("Upload a video first.")
-        progress(0.1, desc="uploading and probing")
+        progress(0.01, desc="uploading")
         try:
-            rec = ingest_file(ctx.client, path)
-            progress(0.8, desc="writing the summary")
+            rec = ingest_with_progress(ctx.client, path, lambda frac, text: progress(frac, desc=text))
+            progress(0.96, desc="writing the summary")
             doc = load_video(ctx.client, rec["video"])
         except Exception as e:  # show the API's reason (4xx for bad files) instead of a traceback
             raise gr.Error(str(e)) from None

@@ -52,7 +52,8 @@ def test_a_budget_holds_across_two_gateway_replicas_under_100_clients(two_replic
         created = h.post("/v1/admin/keys", json={"user": "vk-two", "budget_usd": budget, "period": "day"})
         assert created.status_code == 201, created.text
         key = created.json()
-        pids = {h.get("/v1/status").json()["gateway_pid"] for _ in range(30)}
+        with ThreadPoolExecutor(10) as pool:  # concurrent: the router spreads them (see the test below)
+            pids = set(pool.map(lambda _: h.get("/v1/status").json()["gateway_pid"], range(60)))
     assert len(pids) == 2  # both replicas are answering
 
     def one(client: httpx.Client) -> int:
@@ -84,7 +85,10 @@ def test_a_stored_response_is_found_by_either_replica(two_replicas, serve_stack)
                       headers={"Authorization": f"Bearer {serve_stack.api_key}"}) as h:
         first = h.post("/v1/responses", json={"model": "echo", "input": "remember this"})
         assert first.status_code == 200, first.text
-        follow = [h.post("/v1/responses", json={"model": "echo", "input": "and this",
-                                                "previous_response_id": first.json()["id"]}) for _ in range(12)]
-        pids = {h.get("/v1/status").json()["gateway_pid"] for _ in range(20)}
+        # concurrent, so that Serve's router (the shorter of two queues) spreads them over both replicas;
+        # one after another, an idle router may send all of them to the same one
+        with ThreadPoolExecutor(12) as pool:
+            follow = list(pool.map(lambda _: h.post("/v1/responses", json={
+                "model": "echo", "input": "and this", "previous_response_id": first.json()["id"]}), range(12)))
+            pids = set(pool.map(lambda _: h.get("/v1/status").json()["gateway_pid"], range(60)))
     assert len(pids) == 2 and [r.status_code for r in follow] == [200] * 12  # whichever replica answered

@@ -81,10 +81,29 @@ def test_http_on_served_stack(serve_stack, std_clip):
         r = c.post("/v1/video/ingest?name=bad.mp4", content=os.urandom(50_000),
                    headers={"content-type": "video/mp4"})
         assert r.status_code == 415, r.text
-        r = c.post("/v1/video/ingest?name=standard.mp4", content=std_clip.path.read_bytes(),
-                   headers={"content-type": "video/mp4"})
+        assert c.post("/v1/video/ingest?name=a.mp4&job=../etc", content=b"x",
+                      headers={"content-type": "video/mp4"}).status_code == 400
+        # The upload names a job; its progress is polled while it runs, as the Video tab does.
+        import threading
+        import uuid
+
+        job, seen, out = uuid.uuid4().hex, [], {}
+        t = threading.Thread(target=lambda: out.update(r=c.post(
+            f"/v1/video/ingest?name=standard.mp4&job={job}", content=std_clip.path.read_bytes(),
+            headers={"content-type": "video/mp4"})))
+        t.start()
+        while t.is_alive():
+            p = c.get(f"/v1/video/ingest/{job}")
+            if p.status_code == 200 and (not seen or seen[-1] != p.json()):
+                seen.append(p.json())
+            time.sleep(0.05)
+        r = out["r"]
         assert r.status_code == 200, r.text
         vid = r.json()["video"]
+        assert c.get(f"/v1/video/ingest/{job}").json() == {"job": job, "stage": "indexing", "done": 3, "total": 3}
+        assert {x["stage"] for x in seen} & {"probing", "decoding", "analysing segments (speech, on-screen text, "
+                                                                    "vectors)"}, seen
+        assert [x["done"] for x in seen] == sorted(x["done"] for x in seen)  # it only moves forward
         hits = c.post("/v1/video/search", json={"query": "launch window on tuesday"}).json()["data"]
         assert hits[0]["segment"] == 2
     # Another user: the video, its thumbnails and its moments are as unknown to them as a video that never was.
@@ -93,6 +112,9 @@ def test_http_on_served_stack(serve_stack, std_clip):
     with serve_stack.http(key=OTHER_KEY, timeout=120) as other:
         assert vid not in str(other.get("/v1/video/videos").json())
         assert other.get(f"/v1/video/videos/{vid}").status_code == 404
+        assert other.get(f"/v1/video/ingest/{job}").status_code == 404  # nor its progress
+        assert other.post(f"/v1/video/ingest?name=x.mp4&job={job}", content=b"x",
+                          headers={"content-type": "video/mp4"}).status_code == 409  # nor its job id
         assert other.get(f"/v1/video/videos/{vid}/thumbnails/0.jpg").status_code == 404
         assert other.post("/v1/video/search", json={"query": "launch window on tuesday"}).json()["data"] == []
         assert other.post("/v1/video/search", json={"query": "launch", "video": vid}).status_code == 404
@@ -111,7 +133,9 @@ def test_ui_helpers_against_the_app(api, std_clip):
     root.mount("/v1/video", api.app)
     client = ConductorClient("http://testserver")
     client._http = TestClient(root, base_url="http://127.0.0.1")
-    rec = ui.ingest_file(client, str(std_clip.path))
+    reports = []
+    rec = ui.ingest_with_progress(client, str(std_clip.path), lambda f, text: reports.append((f, text)), 0.05)
+    assert [f for f, _ in reports] == sorted(f for f, _ in reports) and all(0 < f < 1 for f, _ in reports)
     doc = ui.load_video(client, rec["video"], summary=False)
     assert len(ui.timeline_items(doc)) == 3 and ui.timeline_items(doc)[0][0].size[0] > 0
     assert {m[1].split()[1] for m in ui.moment_items(doc)} >= {"scene", "text", "speech:"}
