@@ -151,27 +151,6 @@ def _ask_and_open(page, question: str, citation: str, expect: str) -> str:
     return page.inner_text("mark")
 
 
-def test_video_tab_shows_progress_while_analysing_and_the_video_is_the_users(page, serve_stack, tmp_path):
-    from tests.video.media import Scene, make_clip
-
-    # 6 s, three shots: its own bytes, so no other test's upload of the standard clip makes this one a known video
-    clip = make_clip(tmp_path / "briefing.mp4", [Scene(2.0, (200, 40, 40)), Scene(2.0, (40, 160, 60), "BRIEFING"),
-                                                 Scene(2.0, (40, 60, 200))])
-    page.reload()
-    page.wait_for_selector("#chat-input textarea")
-    page.get_by_role("tab", name="Video").click()
-    page.set_input_files("#conductor-video-player input[type=file]", str(clip.path))
-    page.wait_for_timeout(1500)
-    page.get_by_role("button", name="Analyse video").click()
-    # the stages as the worker reports them, before the end: segments counted out of three
-    page.wait_for_selector(":text-matches('(probing|decoding|analysing segments)')", timeout=120_000)
-    page.wait_for_selector(":text('briefing.mp4')", timeout=300_000)
-    page.wait_for_selector(":text('3 scenes')", timeout=60_000)
-    with serve_stack.http() as me, serve_stack.http(key=OTHER_KEY) as other:  # uploaded for the signed-in user
-        assert "briefing.mp4" in str(me.get("/v1/video/videos").json())
-        assert "briefing.mp4" not in str(other.get("/v1/video/videos").json())
-
-
 def test_system_tab_shows_deployments_when_opened(page):
     page.get_by_role("tab", name="System").click()
     page.wait_for_selector("text=Gateway", timeout=60_000)

@@ -127,15 +127,25 @@ def test_ui_helpers_against_the_app(api, std_clip):
     from fastapi.testclient import TestClient
 
     from apps.client import ConductorClient
-    from apps.video import ui
+    from apps.video import ui, upload
 
     root = FastAPI()
     root.mount("/v1/video", api.app)
     client = ConductorClient("http://testserver")
     client._http = TestClient(root, base_url="http://127.0.0.1")
-    reports = []
-    rec = ui.ingest_with_progress(client, str(std_clip.path), lambda f, text: reports.append((f, text)), 0.05)
+    from apps.client import ACTING_FOR, ON_BEHALF_HEADER
+
+    reports, sent = [], []
+    client._http.event_hooks["request"] = [client._say_who,  # the hook the real client's HTTP client has
+                                           lambda r: sent.append((r.method, r.headers.get(ON_BEHALF_HEADER)))]
+    token = ACTING_FOR.set("alice")  # the Video tab acts for its signed-in user; so must the upload thread
+    try:
+        rec = upload.ingest_with_progress(client, str(std_clip.path), lambda f, text: reports.append((f, text)),
+                                          0.05)
+    finally:
+        ACTING_FOR.reset(token)
     assert [f for f, _ in reports] == sorted(f for f, _ in reports) and all(0 < f < 1 for f, _ in reports)
+    assert ("POST", "alice") in sent and all(user == "alice" for _, user in sent), sent
     doc = ui.load_video(client, rec["video"], summary=False)
     assert len(ui.timeline_items(doc)) == 3 and ui.timeline_items(doc)[0][0].size[0] > 0
     assert {m[1].split()[1] for m in ui.moment_items(doc)} >= {"scene", "text", "speech:"}
