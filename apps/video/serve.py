@@ -123,12 +123,16 @@ class VideoService:
     def progress(self, job: str, user: str) -> dict[str, Any] | None:
         """Where ingest `job` stands, for the user who started it; None for anyone else or an unknown job."""
         import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
 
         with self._lock:
             if self._jobs.get(job) != user:
                 return None
             worker = self._worker
-        state = ray.get(worker.progress.remote(job), timeout=10) if worker is not None else None
+        try:
+            state = ray.get(worker.progress.remote(job), timeout=10) if worker is not None else None
+        except (GetTimeoutError, RayActorError):  # the worker was killed (an overrun): the upload answers why
+            return {"stage": "stopped", "done": 0, "total": 0}
         return state or {"stage": "probing", "done": 0, "total": 0}
 
     def process(self, path: Path, name: str, job: str | None = None) -> dict[str, Any]:
