@@ -47,24 +47,24 @@ def _lines(image: np.ndarray, min_score: float) -> list[tuple[str, float]]:
     bgr = np.ascontiguousarray(image[:, :, ::-1])  # RapidOCR follows OpenCV's channel order
     with _LOCK:  # onnxruntime sessions are thread-safe, but the pipeline around them is not
         result, _ = engine()(bgr, return_word_box=True)
-    gray = image.mean(axis=2) if image.ndim == 3 else image
     lines = []
     for item in result or []:
         box, text, score = item[0], item[1], float(item[2])
         if not text.strip() or score < min_score:
             continue
         if len(item) > 4 and len(item[3]) == len(item[4]) and item[4]:
-            text = _respace(item[4], item[3], _blank_runs(gray, box))
+            text = _respace(item[4], item[3], _blank_runs(image, box))
         lines.append((min(p[1] for p in box), min(p[0] for p in box), text.strip(), score))
     return [(text, score) for _, _, text, score in sorted(lines)]
 
 
-def _blank_runs(gray: np.ndarray, box: Any, min_height_share: float = 0.18) -> list[float]:
+def _blank_runs(image: np.ndarray, box: Any, min_height_share: float = 0.18) -> list[float]:
     """Centres (page x) of the word gaps in one line: runs of ink-free columns of its box."""
     xs, ys = [p[0] for p in box], [p[1] for p in box]
-    x0, x1 = int(max(0, min(xs))), int(min(gray.shape[1], max(xs) + 1))
-    y0, y1 = int(max(0, min(ys))), int(min(gray.shape[0], max(ys) + 1))
-    crop = gray[y0:y1, x0:x1]
+    x0, x1 = int(max(0, min(xs))), int(min(image.shape[1], max(xs) + 1))
+    y0, y1 = int(max(0, min(ys))), int(min(image.shape[0], max(ys) + 1))
+    crop = image[y0:y1, x0:x1]
+    crop = crop.mean(axis=2) if crop.ndim == 3 else crop.astype(float)  # only the line's pixels, in grey
     if crop.size == 0:
         return []
     # ink is what differs from the background (the median), dark on light or light on dark (a slide in a video)
