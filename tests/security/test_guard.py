@@ -110,11 +110,7 @@ def test_names_that_look_public_are_not(serve_stack, method, path):
 
 
 def test_key_guessing_is_limited_per_address_and_counted(serve_stack):
-    import time
-
     source = next(_addresses)
-    if time.time() % 60 > 45:  # the lockout counts in one-minute windows: the burst starts and ends in one
-        time.sleep(61 - time.time() % 60)
     with serve_stack.http(key="wrong-key", source=source) as c:
         codes = [c.get("/v1/models").status_code for _ in range(60)]
     assert codes[0] == 401 and codes[-1] == 429 and codes.count(401) <= 20

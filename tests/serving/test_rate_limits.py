@@ -63,6 +63,53 @@ def test_memory_limiter_counts_per_replica():
     assert asyncio.run(go()) == (True, True, False)
 
 
+@pytest.mark.parametrize("where", ["memory", "redis"])
+def test_a_burst_across_a_minute_boundary_gets_the_limit_not_twice_it(where, request):
+    """10 a minute, spent in the last second of one minute: the first seconds of the next admit nothing (fixed
+    windows would admit 10 more), half a minute on half the budget has faded back, and the refusal says when the
+    next request fits."""
+    import uuid
+
+    clock = [0.0]
+    before = LIMITER_FALLBACKS.labels(reason="error")._value.get()
+    counter = RedisCounter(request.getfixturevalue("redis_server"), prefix=f"t-{uuid.uuid4().hex[:8]}") \
+        if where == "redis" else MemoryCounter()
+    lim = RateLimiter(10, counter, clock=lambda: clock[0])
+    base = 60 * 29_000_000  # a whole minute
+
+    async def burst(at: float, n: int, key: str = "erin") -> list[bool]:
+        clock[0] = base + at
+        return [(await lim.allow(key))[0] for _ in range(n)]
+
+    async def go() -> None:
+        assert await burst(59.0, 12) == [True] * 10 + [False] * 2
+        assert await burst(60.5, 3) == [False] * 3
+        # 10 × (1 - 0.5/60) = 9.92 still counts; one more fits once it is 9: 0.1 of the minute, at 66 s.
+        assert await lim.allow("erin") == (False, 6)
+        assert await lim.exhausted("erin") == (True, 6)
+        assert await burst(66.1, 2) == [True, False]
+        assert await burst(90.0, 6) == [True] * 4 + [False] * 2  # half of 10 faded, 1 spent at 66 s
+        assert (await lim.exhausted("erin"))[0] is True
+        assert await burst(240.0, 10) == [True] * 10  # both windows are long gone
+        assert await burst(240.0, 1, "frank") == [True]  # per key
+
+    asyncio.run(go())  # one event loop: the Redis client belongs to it
+    assert LIMITER_FALLBACKS.labels(reason="error")._value.get() == before  # Redis counted, not the fallback
+
+
+def test_a_client_retrying_past_its_limit_still_gets_the_limit_each_minute():
+    """Refused requests are not counted: hammering does not lock a client out of its own budget."""
+    clock = [60.0 * 1000]
+    lim = RateLimiter(5, MemoryCounter(), clock=lambda: clock[0])
+    admitted = []
+    for second in range(180):  # 20 requests a second for three minutes
+        clock[0] = 60.0 * 1000 + second
+        admitted.append(sum(asyncio.run(lim.allow("gina"))[0] for _ in range(20)))
+    per_minute = [sum(admitted[i:i + 60]) for i in (0, 60, 120)]
+    assert per_minute[0] == 5 and all(4 <= n <= 6 for n in per_minute[1:]), per_minute
+    assert all(sum(admitted[i:i + 60]) <= 10 for i in range(121))  # any 60 s, however placed
+
+
 def test_middleware_answers_429_with_retry_after(redis_server):
     c = _app(rate_limit_per_minute=2, redis_url=redis_server)
     alice = {"Authorization": "Bearer k-alice"}
