@@ -141,12 +141,21 @@ def running_server(url: str | None = None, timeout: float = 300.0) -> ConductorC
 
 def cli_request(client: ConductorClient, method: str, path: str, **kw: Any) -> Any:
     """A CLI command's call to the running server: its answer, or a one-line click error (never a traceback)."""
+    with cli_errors(client):
+        return client.request(method, path, **kw)
+
+
+@contextmanager
+def cli_errors(client: ConductorClient):
+    """Inside it, a failed call to the server ends the CLI command with its one-line reason, not a traceback."""
     import click
 
     try:
-        return client.request(method, path, **kw)
+        yield
     except ConductorAPIError as e:
         raise click.ClickException(e.message) from None
+    except click.ClickException:
+        raise
     except Exception as e:  # the server went away mid-call
         raise click.ClickException(f"the Conductor server at {client.base_url} failed: {type(e).__name__}") from None
 

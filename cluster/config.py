@@ -323,6 +323,10 @@ class VideoConfig(_Strict):
     ocr: bool = Field(True, description="Run OCR on each segment's representative frames.")
     ocr_frames_per_segment: int = Field(2, ge=1, le=16, description="Frames read by OCR per segment.")
     ray_workers: int = Field(2, ge=1, description="Actor-pool size of each model stage in the Ray Data pipeline.")
+    worker_idle_s: float | None = Field(
+        120.0, gt=0, description="Served uploads: the decode worker exits after this many idle seconds, giving "
+        "back its CPU share and the models' memory (training and Ray Data jobs on the cluster need them); the next "
+        "upload starts a fresh one. None keeps it.")
     limits: VideoLimits = Field(default_factory=VideoLimits)
     resources: DeploymentResources = Field(default_factory=lambda: DeploymentResources(num_cpus=0.1))
     options: dict[str, Any] = Field(default_factory=dict, description="Free-form video settings (see apps/video).")

@@ -47,14 +47,20 @@ def _call(client: Any, method: str, path: str, **kw: Any) -> Any:
 
 
 def _upload(client: Any, paths: list[str], progress: Any) -> list[dict[str, Any]]:
-    """Each file goes to the server, which ingests it before answering (the bar counts finished videos)."""
+    """Each file goes to the server, which ingests it before answering; the bar follows the server's progress on
+    it (segments analysed), as the Video tab does."""
     from pathlib import Path
 
+    from apps.client import cli_errors
+    from apps.video.upload import ingest_with_progress
+
     out = []
-    for i, p in enumerate(paths, 1):
-        out.append(_call(client, "POST", "/v1/video/ingest", params={"name": Path(p).name},
-                         content=Path(p).read_bytes(), headers={"content-type": "application/octet-stream"}))
-        progress(i, len(paths), Path(p).name)
+    for i, p in enumerate(paths):
+        name = Path(p).name
+        with cli_errors(client):
+            out.append(ingest_with_progress(client, p, lambda f, msg: progress((i + f) / len(paths),
+                                                                               f"{name}: {msg}")))
+        progress((i + 1) / len(paths), name)
     return out
 
 
@@ -100,8 +106,8 @@ def ingest(target: str, ray_mode: bool, workers: int, address: str | None, force
 
     client = None if data_dir else _server()
     if client is not None:
-        with client, ConsoleProgress("upload", unit="video") as bar:
-            out = _upload(client, paths, bar.count)
+        with client, ConsoleProgress("video ingest", unit="%") as bar:
+            out = _upload(client, paths, bar.fraction)
     else:
         index = _index(_config(data_dir))
         try:

@@ -3,6 +3,8 @@
 Untrusted files are probed in a capped subprocess, then decoded and analysed inside a separate Ray actor (the
 worker holds the models). If the worker crashes or overruns `limits.decode_timeout_s`, the replica kills it,
 answers 422, and starts a fresh one on the next upload: the service itself is never the process that decodes.
+An idle worker exits after `video.worker_idle_s`, so that its CPU share and models do not sit reserved beside
+training or Ray Data jobs.
 Uploads are raw bodies (`curl --data-binary @clip.mp4 -H 'content-type: video/mp4' .../ingest?name=clip.mp4`).
 """
 
@@ -84,6 +86,9 @@ class VideoService:
         self._worker = None
         self._lock = threading.Lock()
         self._jobs: dict[str, str] = {}  # ingest job id -> the user who started it
+        self._ended: dict[str, dict[str, Any]] = {}  # job -> its last state, once the worker is done with it
+        self._running = 0  # uploads inside the worker now
+        self._uses = 0  # uploads the worker has finished: an idle timer retires it only if none came since
 
     @property
     def index(self):
@@ -95,15 +100,18 @@ class VideoService:
             return self._index
 
     def worker(self):
+        with self._lock:
+            return self._started_worker()
+
+    def _started_worker(self):
         import ray
 
-        with self._lock:
-            if self._worker is None:
-                # The worker does the heavy lifting (decode, Whisper, OCR): it gets a real share of a CPU,
-                # more than the thin HTTP replica, capped at one.
-                self._worker = ray.remote(num_cpus=min(1.0, max(0.1, self.vc.resources.num_cpus * 5)),
-                                          max_restarts=0, max_concurrency=2)(VideoWorker).remote(self.vc.model_dump())
-            return self._worker
+        if self._worker is None:  # under self._lock
+            # The worker does the heavy lifting (decode, Whisper, OCR): it gets a real share of a CPU, more than
+            # the thin HTTP replica, capped at one.
+            self._worker = ray.remote(num_cpus=min(1.0, max(0.1, self.vc.resources.num_cpus * 5)),
+                                      max_restarts=0, max_concurrency=2)(VideoWorker).remote(self.vc.model_dump())
+        return self._worker
 
     def claim_job(self, job: str | None, user: str) -> None:
         """Remember who started ingest `job`, so that only they see its progress (400 for a malformed id, 409 for
@@ -128,7 +136,9 @@ class VideoService:
         with self._lock:
             if self._jobs.get(job) != user:
                 return None
-            worker = self._worker
+            worker, ended = self._worker, self._ended.get(job)
+        if ended is not None:
+            return ended
         try:
             state = ray.get(worker.progress.remote(job), timeout=10) if worker is not None else None
         except (GetTimeoutError, RayActorError):  # the worker was killed (an overrun): the upload answers why
@@ -142,22 +152,60 @@ class VideoService:
         from apps.common import APIError
         from apps.video.probe import ProbeError
 
-        worker = self.worker()
-        ref = worker.process.remote(str(path), name, job)
+        with self._lock:  # one step, so that an idle timer cannot retire the worker between the two
+            worker = self._started_worker()
+            self._running += 1
         try:
-            rows = ray.get(ref, timeout=self.vc.limits.decode_timeout_s)
+            rows = ray.get(worker.process.remote(str(path), name, job), timeout=self.vc.limits.decode_timeout_s)
         except (GetTimeoutError, RayActorError) as e:
             ray.kill(worker)
             with self._lock:
-                self._worker = None
+                if self._worker is worker:
+                    self._worker = None
             why = "took too long" if isinstance(e, GetTimeoutError) else "crashed the decode worker"
+            self.end_job(job, f"stopped: processing {why}", 0, 0)
             raise APIError(422, f"video rejected: processing {why}") from None
         except RayTaskError as e:
+            self.end_job(job, "stopped: video rejected", 0, 0)
             cause = e.cause if isinstance(e.cause, (ProbeError, ValueError)) else None
             if cause is not None:
                 raise APIError(getattr(cause, "status", 422), str(cause)) from None
             raise
-        return self.index._write(iter(rows))[0]
+        finally:
+            self._finished_one()
+        rec = self.index._write(iter(rows))[0]
+        self.end_job(job, "done", len(rows), len(rows))
+        return rec
+
+    def end_job(self, job: str | None, stage: str, done: int = 0, total: int = 0, replace: bool = True) -> None:
+        """The job's final state, kept here: it outlives the worker, which may exit idle."""
+        if job:
+            with self._lock:
+                if not replace and job in self._ended:
+                    return
+                self._ended[job] = {"stage": stage, "done": done, "total": total}
+                while len(self._ended) > 1024:
+                    self._ended.pop(next(iter(self._ended)))
+
+    def _finished_one(self) -> None:
+        """An upload left the worker: if no other arrives within `worker_idle_s`, the worker exits."""
+        with self._lock:
+            self._running -= 1
+            self._uses += 1
+            uses = self._uses
+        if self.vc.worker_idle_s is not None:
+            t = threading.Timer(self.vc.worker_idle_s, self._retire_if_idle, args=(uses,))
+            t.daemon = True
+            t.start()
+
+    def _retire_if_idle(self, uses: int) -> None:
+        import ray
+
+        with self._lock:
+            if self._running or self._uses != uses or self._worker is None:
+                return  # in use, or used since: a later timer decides
+            worker, self._worker = self._worker, None
+        ray.kill(worker)
 
 
 def upload_limit(config: ConductorConfig) -> int:
@@ -192,7 +240,9 @@ def make_app(config: ConductorConfig):
             rec = await run_in_threadpool(_probe_then_process, svc, path, name, job)
         except BaseException:
             path.unlink(missing_ok=True)
+            svc.end_job(job, "stopped: video rejected", replace=False)  # e.g. refused by the probe
             raise
+        svc.end_job(job, "done", len(rec["scenes"]), len(rec["scenes"]), replace=False)  # e.g. a known file
         svc.index.add_owner(rec["video"], request_user(request))
         return {"video": rec["video"], "name": rec["name"], "duration": rec["duration"],
                 "segments": len(rec["scenes"])}

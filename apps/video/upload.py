@@ -1,5 +1,5 @@
 """The client side of a Video-tab upload: one file sent to `/v1/video/ingest` under a job id, and the server's
-progress on it polled while it is analysed. (`conductor video ingest` still posts without a job: apps/video/cli.py.)"""
+progress on it polled while it is analysed. The Video tab and `conductor video ingest` (with a server) use it."""
 
 from __future__ import annotations
 

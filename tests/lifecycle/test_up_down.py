@@ -202,6 +202,15 @@ def test_cli_goes_through_the_running_server(env, tmp_path):
     r = run("video", "list", "--json")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "already accessed" not in r.stderr
+    # A video through the server: the bar follows the server's progress on it (segments), not just the upload.
+    from tests.video.media import standard_clip
+
+    clip = standard_clip(tmp_path / "talk.mp4", speech=False)
+    r = run("video", "ingest", str(clip.path), "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    [rec] = json.loads(r.stdout)
+    assert rec["name"] == "talk.mp4" and rec["segments"] == 3, rec
+    assert "video ingest" in r.stderr and "100%" in r.stderr and "talk.mp4: " in r.stderr, r.stderr[-2000:]
 
 
 def test_the_readme_mcp_example_runs_against_a_keyless_server(env):

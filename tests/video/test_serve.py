@@ -43,6 +43,9 @@ def test_bad_uploads_are_4xx_fast(api, tmp_path):
         assert r.status_code == status, (name, r.text)
         assert r.json()["error"]["message"], name
         assert time.perf_counter() - t < 10, name  # no hang and no decode of the bogus stream (not a speed test)
+    r = api.post("/ingest?name=r.mp4&job=rejected-job", content=os.urandom(100_000),
+                 headers={"content-type": "video/mp4"})
+    assert r.status_code == 415 and api.get("/ingest/rejected-job").json()["stage"] == "stopped: video rejected"
     r = api.post("/ingest", files={"file": ("a.mp4", b"x")})
     assert r.status_code == 415 and "raw request body" in r.json()["error"]["message"]
     assert list((api.app.state.video.uploads).glob("*")) == []  # rejected uploads are not kept
@@ -100,7 +103,7 @@ def test_http_on_served_stack(serve_stack, std_clip):
         r = out["r"]
         assert r.status_code == 200, r.text
         vid = r.json()["video"]
-        assert c.get(f"/v1/video/ingest/{job}").json() == {"job": job, "stage": "indexing", "done": 3, "total": 3}
+        assert c.get(f"/v1/video/ingest/{job}").json() == {"job": job, "stage": "done", "done": 3, "total": 3}
         assert {x["stage"] for x in seen} & {"probing", "decoding", "analysing segments (speech, on-screen text, "
                                                                     "vectors)"}, seen
         assert [x["done"] for x in seen] == sorted(x["done"] for x in seen)  # it only moves forward
@@ -154,6 +157,34 @@ def test_ui_helpers_against_the_app(api, std_clip):
     with gr.Blocks() as demo:
         ui.build_tab(type("Ctx", (), {"client": client, "config": None})())
     assert any(getattr(b, "elem_id", None) == "conductor-video-player" for b in demo.blocks.values())
+
+
+def test_an_idle_decode_worker_gives_back_its_cpu_and_its_job_stays_done(api, tmp_path):
+    """After `video.worker_idle_s` without an upload the worker actor exits (its CPU share is what a training or
+    Ray Data job beside the served stack waits for); the job it finished still reports done to its user."""
+    import ray
+    from ray.exceptions import RayActorError
+
+    from tests.video.media import standard_clip
+
+    svc = api.app.state.video
+    clip = standard_clip(tmp_path / "silent.mp4", speech=False)  # new bytes: an already-known file skips the worker
+    svc.vc.worker_idle_s = 1.0
+    try:
+        r = api.post("/ingest?name=silent.mp4&job=idle-worker-job", content=clip.path.read_bytes(),
+                     headers={"content-type": "video/mp4"})
+        assert r.status_code == 200, r.text
+        worker = svc._worker
+        assert worker is not None
+        deadline = time.monotonic() + 30
+        while svc._worker is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert svc._worker is None, "the idle worker was not retired"
+        with pytest.raises(RayActorError):
+            ray.get(worker.progress.remote("x"), timeout=60)
+        assert api.get("/ingest/idle-worker-job").json()["stage"] == "done"
+    finally:
+        svc.vc.worker_idle_s = 120.0
 
 
 def test_overrunning_decode_worker_is_killed_not_the_service(ray_cluster, tmp_path, std_clip):
