@@ -163,19 +163,16 @@ class VideoService:
                 if self._worker is worker:
                     self._worker = None
             why = "took too long" if isinstance(e, GetTimeoutError) else "crashed the decode worker"
-            self.end_job(job, f"stopped: processing {why}", 0, 0)
+            self.end_job(job, f"stopped: processing {why}")  # the upload route keeps this, the more exact reason
             raise APIError(422, f"video rejected: processing {why}") from None
         except RayTaskError as e:
-            self.end_job(job, "stopped: video rejected", 0, 0)
             cause = e.cause if isinstance(e.cause, (ProbeError, ValueError)) else None
             if cause is not None:
                 raise APIError(getattr(cause, "status", 422), str(cause)) from None
             raise
         finally:
             self._finished_one()
-        rec = self.index._write(iter(rows))[0]
-        self.end_job(job, "done", len(rows), len(rows))
-        return rec
+        return self.index._write(iter(rows))[0]
 
     def end_job(self, job: str | None, stage: str, done: int = 0, total: int = 0, replace: bool = True) -> None:
         """The job's final state, kept here: it outlives the worker, which may exit idle."""
@@ -240,9 +237,9 @@ def make_app(config: ConductorConfig):
             rec = await run_in_threadpool(_probe_then_process, svc, path, name, job)
         except BaseException:
             path.unlink(missing_ok=True)
-            svc.end_job(job, "stopped: video rejected", replace=False)  # e.g. refused by the probe
+            svc.end_job(job, "stopped: video rejected", replace=False)  # refused by the probe or the worker
             raise
-        svc.end_job(job, "done", len(rec["scenes"]), len(rec["scenes"]), replace=False)  # e.g. a known file
+        svc.end_job(job, "done", len(rec["scenes"]), len(rec["scenes"]))  # analysed now, or a file already known
         svc.index.add_owner(rec["video"], request_user(request))
         return {"video": rec["video"], "name": rec["name"], "duration": rec["duration"],
                 "segments": len(rec["scenes"])}
