@@ -119,6 +119,10 @@ def _extra_models(hosted, trained: Path) -> list[dict]:
         {"id": "echo", "aliases": ["echo-alias"], "tags": ["demo-group", "semantic-group"],
          "backends": [{"name": "echo-local", "engine": "echo", "resources": {"num_cpus": 0.05},
                        "cost_per_1k_input": 1.0, "cost_per_1k_output": 1.0}]},
+        # A priced stream that drips one word every 0.1 s, so a client can leave in the middle of it.
+        {"id": "echo-drip", "backends": [{"name": "echo-drip", "engine": "echo", "options": {"delay_s": 4.0},
+                                          "resources": {"num_cpus": 0.05},
+                                          "cost_per_1k_input": 1.0, "cost_per_1k_output": 1.0}]},
         # One slow request at a time and one waiting: the rest must be shed with 503 + Retry-After.
         {"id": "tiny-queue", "backends": [{"name": "echo-slow", "engine": "echo", "options": {"delay_s": 2.0},
                                            "resources": {"num_cpus": 0.05, "max_ongoing_requests": 1,

@@ -33,6 +33,7 @@ class Call:
     ttft_s: float | None = None
     variant: str = ""  # the rollout variant of the backend that answered
     end_user: str | None = None  # the request's `user` field: an application's own user, behind one key
+    finished: bool = False  # settled and logged: a request is charged once, however it ends
 
     @property
     def route_user(self) -> str:
@@ -42,6 +43,27 @@ class Call:
     @classmethod
     def of(cls, request: Any) -> "Call":
         return cls(getattr(request.state, "user", "local"), getattr(request.state, "virtual_key", None))
+
+
+CLIENT_CLOSED = 499  # the status a spend row gets when the client left before its answer ended (nginx's code)
+
+_SETTLING: set[asyncio.Task] = set()  # held until done: the loop keeps only weak references to tasks
+
+
+async def to_the_end(work: Any) -> Any:
+    """Await the coroutine `work` in a task of its own that a cancelled caller cannot stop: a client that hangs up
+    cancels its request (anyio cancels at every later await of the request's task, so a plain `finally` cannot
+    await anything), yet what it was served must still be settled, logged and released."""
+    task = asyncio.ensure_future(work)
+    _SETTLING.add(task)
+    task.add_done_callback(_settled)
+    return await asyncio.shield(task)
+
+
+def _settled(task: asyncio.Task) -> None:
+    _SETTLING.discard(task)
+    if not task.cancelled() and task.exception() is not None:  # nobody may be left to see it: say it here
+        log.error("accounting: settling a request failed", exc_info=task.exception())
 
 
 def refused(e: Refused) -> APIError:
@@ -95,7 +117,11 @@ class Accounting:
 
     async def finish(self, call: Call, model_id: str, backend: Any, endpoint: str, n_in: int, n_out: int,
                      status: int = 200, cache: str | None = None) -> float:
-        """Settle the reservation with the real cost and log the request. Returns the cost in dollars."""
+        """Settle the reservation with the real cost and log the request, once (a later call is a no-op that
+        returns 0). Returns the cost in dollars."""
+        if call.finished:
+            return 0.0
+        call.finished = True
         cfg = getattr(backend, "config", None)
         cost = 0.0
         if cfg is not None and cache is None:

@@ -30,7 +30,7 @@ class _Both:
     def inc(self, value: float = 1.0, **labels: str) -> None:
         tags = self._tags(labels)
         self._prom(tags).inc(value)
-        if self.ray_metric is not None:
+        if self.ray_metric is not None and value > 0:  # Ray's counters refuse 0 (a request of no tokens)
             self.ray_metric.inc(value, tags=tags)
 
     def observe(self, value: float, **labels: str) -> None:

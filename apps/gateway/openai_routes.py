@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from apps.common import APIError, error_body, install_common, public, read_json_body
-from apps.gateway.accounting import Call
+from apps.gateway.accounting import CLIENT_CLOSED, Call, to_the_end
 from apps.gateway.cache import cache_key
 from apps.gateway.router import RoutedModel
 from apps.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
@@ -60,8 +60,9 @@ def build_api(gw: Any) -> FastAPI:
         req = prepare(model, parsed)
         await gw.accounting.admit(call, model, req)
         if parsed.stream:
-            return await stream_response(gw, model, endpoint, req, call)
-        return await whole_response(gw, model, endpoint, req, call)
+            return await settled_if_cancelled(gw, call, model, endpoint, stream_response(gw, model, endpoint, req,
+                                                                                         call))
+        return await settled_if_cancelled(gw, call, model, endpoint, whole_response(gw, model, endpoint, req, call))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -154,15 +155,15 @@ def _add_responses(app: FastAPI, gw: Any, resolve: Any, prepare: Any, limit: int
                 gw.responses.put(rid, user, messages + [stored])
 
         if parsed.stream:
-            inner = await stream_response(gw, model, "chat", req, call)
+            inner = await settled_if_cancelled(gw, call, model, "chat", stream_response(gw, model, "chat", req, call))
             if not isinstance(inner, StreamingResponse):  # refused before the stream opened: the same error
                 return inner
             tr = R.StreamTranslator(parsed, rid, model.config.id)
-            return StreamingResponse(R.events(tr, inner.body_iterator, keep), media_type="text/event-stream",
-                                     background=inner.background,  # the clean-up if the body is never read
-                                     headers={BACKEND_HEADER: inner.headers.get(BACKEND_HEADER, ""),
-                                              "cache-control": "no-cache"})
-        inner = await whole_response(gw, model, "chat", req, call)
+            return ClosingStreamingResponse(R.events(tr, inner.body_iterator, keep), media_type="text/event-stream",
+                                            background=inner.background,  # the clean-up if the body is never read
+                                            headers={BACKEND_HEADER: inner.headers.get(BACKEND_HEADER, ""),
+                                                     "cache-control": "no-cache"})
+        inner = await settled_if_cancelled(gw, call, model, "chat", whole_response(gw, model, "chat", req, call))
         if inner.status_code >= 400:
             return inner
         completion = json.loads(inner.body)
@@ -179,19 +180,31 @@ def _usage(resp: dict[str, Any]) -> tuple[int, int]:
 
 
 async def account(gw: Any, call: Call, model: RoutedModel, backend_name: str, endpoint: str, n_in: int,
-                  n_out: int) -> None:
+                  n_out: int, status: int = 200) -> None:
     """Metrics, the key's settled spend and the spend row of one answered request."""
     m, backend = gw.metrics, next(b for b in model.backends if b.name == backend_name)
     mid = model.config.id
     variant = call.variant = gw.router.variant_of(model, backend_name)
-    m.requests.inc(model=mid, backend=backend_name, endpoint=endpoint, status="ok", variant=variant)
+    m.requests.inc(model=mid, backend=backend_name, endpoint=endpoint, status="ok" if status == 200 else str(status),
+                   variant=variant)
     m.latency.observe(time.perf_counter() - call.t0, model=mid, backend=backend_name, endpoint=endpoint,
                       variant=variant)
     m.tokens_in.inc(n_in, model=mid, backend=backend_name)
     m.tokens_out.inc(n_out, model=mid, backend=backend_name)
-    cost = await gw.accounting.finish(call, mid, backend, endpoint, n_in, n_out)
+    cost = await gw.accounting.finish(call, mid, backend, endpoint, n_in, n_out, status=status)
     if cost:
         m.cost.inc(cost, model=mid, backend=backend_name, user=call.user)
+
+
+async def settled_if_cancelled(gw: Any, call: Call, model: RoutedModel, endpoint: str, answer: Any) -> Response:
+    """Await `answer`; a client that leaves before it is ready cancels it, and the request is then logged as the
+    client's abort (499, nothing delivered) and its reservation given back, so the worst case held at admission
+    does not eat the key's budget for good."""
+    try:
+        return await answer
+    except asyncio.CancelledError:
+        await to_the_end(gw.accounting.finish(call, model.config.id, None, endpoint, 0, 0, status=CLIENT_CLOSED))
+        raise
 
 
 async def _failed(gw: Any, call: Call, model: RoutedModel, endpoint: str, e: EngineError) -> JSONResponse:
@@ -309,6 +322,8 @@ async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[
 
     async def events() -> AsyncIterator[bytes]:
         n_in = n_out = 0
+        sent = 0  # content chunks sent: one token each from the engines here; the charge if usage never came
+        status = CLIENT_CLOSED  # until the stream ends by itself
         first_token_seen = False
         batches: AsyncIterator[list[dict[str, Any]]] = _prepend(first, rest)
         try:
@@ -318,14 +333,17 @@ async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[
                     # The request's one deadline covers the whole stream, not only its first token.
                     batch = await asyncio.wait_for(batches.__anext__(), timeout=max(left, 0.001))
                 except StopAsyncIteration:
+                    status = 200
                     break
                 except asyncio.TimeoutError:
+                    status = 504
                     gw.metrics.errors.inc(model=mid, backend=backend.name, endpoint=endpoint, kind="deadline")
                     yield sse(error_body(f"the request deadline of {gw.router.request_timeout_s:.0f}s passed "
                                          "mid-stream", "timeout_error", "deadline_exceeded"))
                     return
                 except Exception as e:  # the backend broke mid-stream: say so in-band and charge the backend
                     err = e if isinstance(e, EngineError) else EngineError(503, f"{type(e).__name__}: {e}"[:300])
+                    status = err.status
                     await gw.router.stream_failed(model, backend, endpoint, err)
                     yield sse(error_body(f"the backend failed mid-stream: {err.message}", err.type, "stream_failed"))
                     return
@@ -339,8 +357,10 @@ async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[
                             if not chunk.get("choices"):
                                 continue
                             chunk.pop("usage")
-                    if not first_token_seen and any((c.get("delta") or {}).get("content") or c.get("text")
-                                                    for c in chunk.get("choices", [])):
+                    has_text = any((c.get("delta") or {}).get("content") or c.get("text")
+                                   for c in chunk.get("choices", []))
+                    sent += has_text
+                    if has_text and not first_token_seen:
                         first_token_seen = True
                         call.ttft_s = time.perf_counter() - call.t0
                         gw.metrics.ttft.observe(call.ttft_s, model=mid, backend=backend.name,
@@ -349,26 +369,49 @@ async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[
                 yield b"".join(out)  # one write per batch: coalesced tokens stay coalesced on the wire
             yield b"data: [DONE]\n\n"
         finally:
-            # Closing the handle stream cancels the generation in the replica (a client that left frees its slot).
-            await _aclose(batches)
-            await gw.router.release(backend)
-            await account(gw, call, model, backend.name, endpoint, n_in, n_out)
-            accounted.append(True)
+            # A stream cut short never carries the engine's usage: it is charged for the tokens it was sent.
+            await to_the_end(ended(batches, n_in, n_out or sent, status))
 
-    accounted: list[bool] = []
+    async def ended(batches: Any, n_in: int, n_out: int, status: int) -> None:
+        """Once per stream, however it ended: closing the handle stream cancels the generation in the replica (a
+        client that left frees its slot), the backend leaves the in-flight count, the request is settled."""
+        if once:
+            return
+        once.append(True)  # before the first await: the body's end and the background clean-up may overlap
+        await _aclose(batches)
+        await gw.router.release(backend)
+        await account(gw, call, model, backend.name, endpoint, n_in, n_out, status)
+
+    once: list[bool] = []
 
     async def if_never_read() -> None:
-        """The client left before the body was read, so `events` never ran: stop the generation, free the
-        backend's in-flight count and settle the reservation (nothing was delivered)."""
-        if not accounted:
-            await _aclose(rest)
-            await gw.router.release(backend)
-            await account(gw, call, model, backend.name, endpoint, 0, 0)
+        """The client left before the body was read, so `events` never ran (nothing was delivered)."""
+        await to_the_end(ended(rest, 0, 0, CLIENT_CLOSED))
 
     from starlette.background import BackgroundTask
 
-    return StreamingResponse(events(), media_type="text/event-stream", background=BackgroundTask(if_never_read),
-                             headers={BACKEND_HEADER: backend.name, "cache-control": "no-cache"})
+    return ClosingStreamingResponse(events(), media_type="text/event-stream",
+                                    background=BackgroundTask(if_never_read),
+                                    headers={BACKEND_HEADER: backend.name, "cache-control": "no-cache"})
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A stream whose body is closed however the response ends. A request cancelled while its body generator
+    waits at a `yield` (its `send` blocked: a slow client under uvicorn, Serve's direct ingress) leaves that
+    generator to the garbage collector, and with it the `finally` that settles the key, logs the spend row and
+    frees the backend: minutes later, or never."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        background, self.background = self.background, None
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await to_the_end(self._closed(background))
+
+    async def _closed(self, background: Any) -> None:
+        await _aclose(self.body_iterator)  # runs the generator's `finally` where it stopped; no-op once it ended
+        if background is not None:
+            await background()  # the clean-up for a body that was never read
 
 
 async def _aclose(gen: Any) -> None:

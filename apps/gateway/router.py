@@ -26,7 +26,9 @@ class Breaker:
     config: BreakerConfig
     failures: int = 0
     opened_at: float | None = None
-    trial_in_flight: bool = False
+    # When the half-open trial went out. A trial that never reports (its caller cancelled where no handler ran)
+    # is taken as lost after another cooldown, so one lost trial cannot keep the backend out for good.
+    trial_since: float | None = None
 
     def state(self, now: float | None = None) -> str:
         if self.opened_at is None:
@@ -35,24 +37,26 @@ class Breaker:
         return "half_open" if now - self.opened_at >= self.config.cooldown_s else "open"
 
     def allow(self) -> bool:
-        s = self.state()
+        now = time.monotonic()
+        s = self.state(now)
         if s == "closed":
             return True
-        if s == "half_open" and not self.trial_in_flight:
-            self.trial_in_flight = True
+        if s == "half_open" and (self.trial_since is None or now - self.trial_since >= self.config.cooldown_s):
+            self.trial_since = now
             return True
         return False
 
     def success(self) -> None:
-        self.failures, self.opened_at, self.trial_in_flight = 0, None, False
+        self.failures, self.opened_at, self.trial_since = 0, None, None
 
     def release(self) -> None:
-        """The trial request ended without judging the backend (the caller's mistake, an overload)."""
-        self.trial_in_flight = False
+        """The trial request ended without judging the backend (the caller's mistake, an overload, a caller that
+        left, a deadline spent before it ran)."""
+        self.trial_since = None
 
     def failure(self) -> None:
         self.failures += 1
-        self.trial_in_flight = False
+        self.trial_since = None
         if self.failures >= self.config.failure_threshold or self.opened_at is not None:
             self.opened_at = time.monotonic()
 
@@ -338,9 +342,13 @@ class Router:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    model.breakers[backend.name].release()  # a trial taken and never sent judges nothing
                     break
                 try:
                     result = await self._measured(backend, attempt, min(backend.config.timeout_s, left), hold)
+                except asyncio.CancelledError:
+                    model.breakers[backend.name].release()  # the caller left: the backend was not judged
+                    raise
                 except EngineError as e:
                     if e.caller_fault:
                         model.breakers[backend.name].release()

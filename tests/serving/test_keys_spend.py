@@ -8,6 +8,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import openai
 import pytest
 from click.testing import CliRunner
@@ -89,6 +90,58 @@ def test_revoked_rotated_and_expired_keys_stop_working(serve_stack):
     time.sleep(3)
     with pytest.raises(openai.AuthenticationError, match="expired at"):
         _chat(_client(serve_stack, short["key"]))
+
+
+def _key_state(stack, user: str) -> dict:
+    (key,) = json.loads(_conductor(stack, "keys", "list", "--user", user, "--json").output)
+    return key
+
+
+def test_every_stream_the_sdk_closes_after_its_last_event_is_charged(serve_stack):
+    """The openai SDK closes the connection as soon as it reads `[DONE]`, before the body's end: the gateway sees
+    a client that left while it settles the request, and must settle it all the same."""
+    doc = _new_key(serve_stack, "--user", "vk-fay", "--budget", "5")
+    client = _client(serve_stack, doc["key"])
+    for _ in range(30):
+        assert "".join(c.choices[0].delta.content or "" for c in _chat(client, stream=True) if c.choices) \
+            == "echo: one two three"
+    rows = _wait_spend(serve_stack, lambda d: sum(r["requests"] for r in d["data"]) >= 30,
+                       group_by="key", user="vk-fay")["data"]
+    assert [(r["requests"], r["errors"]) for r in rows] == [(30, 0)]
+    assert rows[0]["cost_usd"] == pytest.approx(30 * 0.007)
+    key = _key_state(serve_stack, "vk-fay")
+    assert key["reserved_usd"] == 0 and key["spent_usd"] == pytest.approx(30 * 0.007, abs=1e-5)
+
+
+def test_a_client_that_leaves_mid_stream_pays_for_what_it_was_sent_and_frees_its_reservation(serve_stack):
+    doc = _new_key(serve_stack, "--user", "vk-gil", "--budget", "5")
+    words = " ".join(f"w{i}" for i in range(39))  # "echo:" and 39 words, one every 0.1 s
+    body = {"model": "echo-drip", "stream": True, "max_tokens": 64,
+            "messages": [{"role": "user", "content": words}]}
+    received = 0
+    with serve_stack.http(doc["key"]) as h, h.stream("POST", "/v1/chat/completions", json=body) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                received += 1
+                if received == 5:
+                    break  # leaving the block closes the connection with the stream half sent
+    rows = _wait_spend(serve_stack, lambda d: bool(d["data"]), group_by="key", user="vk-gil")["data"]
+    assert [(r["requests"], r["errors"]) for r in rows] == [(1, 1)]  # logged as the client's abort (499)
+    assert 5 <= rows[0]["tokens_out"] < 40, rows  # the words it was sent (more may have been on the wire)
+    key = _key_state(serve_stack, "vk-gil")
+    assert key["reserved_usd"] == 0, key  # the worst case held at admission is given back
+    assert key["spent_usd"] == pytest.approx(rows[0]["cost_usd"], abs=1e-5) and rows[0]["cost_usd"] > 0
+
+
+def test_a_client_that_gives_up_on_a_whole_answer_frees_its_reservation(serve_stack):
+    doc = _new_key(serve_stack, "--user", "vk-hal", "--budget", "5")
+    body = {"model": "echo-drip", "max_tokens": 64, "messages": [{"role": "user", "content": "slow one"}]}
+    with serve_stack.http(doc["key"], timeout=1.0) as h, pytest.raises(httpx.ReadTimeout):
+        h.post("/v1/chat/completions", json=body)  # the engine answers after 4 s
+    rows = _wait_spend(serve_stack, lambda d: bool(d["data"]), group_by="key", user="vk-hal")["data"]
+    assert [(r["requests"], r["errors"], r["cost_usd"]) for r in rows] == [(1, 1, 0.0)]  # nothing was delivered
+    assert _key_state(serve_stack, "vk-hal")["reserved_usd"] == 0
 
 
 @pytest.mark.parametrize("body, reason", [

@@ -11,7 +11,8 @@ import pytest
 from apps.gateway.metrics import GatewayMetrics
 from apps.gateway.router import InProcessBackend, RoutedModel, Router
 from apps.gateway.routing import RoutingState
-from cluster.config import ConductorConfig, EngineConfig, ModelConfig
+from cluster.config import BreakerConfig, ConductorConfig, EngineConfig, ModelConfig
+from deployments.engines.base import EngineError
 from deployments.engines.echo import EchoEngine
 
 
@@ -105,3 +106,33 @@ def test_routing_state_is_shared_by_replicas_through_redis(redis_server):
 def test_a_bad_routing_config_is_refused_with_its_reason(models, reason):
     with pytest.raises(ValueError, match=reason):
         ConductorConfig.model_validate({"models": models})
+
+
+def test_a_half_open_trial_whose_caller_leaves_does_not_keep_the_backend_out():
+    """The one trial request of a half-open breaker is cancelled (its client hung up): the backend is not judged,
+    and the next request is its trial, not refused for as long as the gateway runs."""
+    cfg = ModelConfig(id="m", backends=[EngineConfig(engine="echo", name="only")])
+    engine = EchoEngine(cfg.backends[0])
+    asyncio.run(engine.start())
+    model = RoutedModel(cfg, [InProcessBackend(cfg.backends[0], engine)])
+    router = Router({"m": model}, GatewayMetrics(use_ray=False), 30.0,
+                    breaker=BreakerConfig(failure_threshold=1, cooldown_s=0.3))
+
+    async def run() -> str:
+        engine.fail = True
+        with pytest.raises(EngineError):
+            await router.call(model, "chat", REQ)
+        assert model.breakers["only"].state() == "open"
+        engine.fail, engine.delay_s = False, 5.0
+        await asyncio.sleep(0.35)  # half-open: the next request is the trial
+        trial = asyncio.ensure_future(router.call(model, "chat", REQ))
+        await asyncio.sleep(0.1)
+        trial.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await trial
+        engine.delay_s = 0.0
+        backend, _ = await router.call(model, "chat", REQ)  # at once, not after another cooldown
+        return backend.name
+
+    assert asyncio.run(run()) == "only"
+    assert model.breakers["only"].state() == "closed"
