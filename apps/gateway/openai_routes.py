@@ -203,6 +203,8 @@ async def settled_if_cancelled(gw: Any, call: Call, model: RoutedModel, endpoint
     try:
         return await answer
     except asyncio.CancelledError:
+        if not call.finished:
+            gw.metrics.requests.inc(model=model.config.id, backend="", endpoint=endpoint, status=str(CLIENT_CLOSED))
         await to_the_end(gw.accounting.finish(call, model.config.id, None, endpoint, 0, 0, status=CLIENT_CLOSED))
         raise
 
