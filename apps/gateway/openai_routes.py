@@ -203,15 +203,21 @@ async def settled_if_cancelled(gw: Any, call: Call, model: RoutedModel, endpoint
     try:
         return await answer
     except asyncio.CancelledError:
-        if not call.finished:
-            gw.metrics.requests.inc(model=model.config.id, backend="", endpoint=endpoint, status=str(CLIENT_CLOSED))
-        await to_the_end(gw.accounting.finish(call, model.config.id, None, endpoint, 0, 0, status=CLIENT_CLOSED))
+        await to_the_end(_unanswered(gw, call, model, endpoint, CLIENT_CLOSED))
         raise
 
 
+async def _unanswered(gw: Any, call: Call, model: RoutedModel, endpoint: str, status: int) -> None:
+    """A request that got no answer (a failure, a client that left): counted by its status and settled at no
+    cost, unless it was already settled."""
+    if call.finished:
+        return
+    gw.metrics.requests.inc(model=model.config.id, backend="", endpoint=endpoint, status=str(status))
+    await gw.accounting.finish(call, model.config.id, None, endpoint, 0, 0, status=status)
+
+
 async def _failed(gw: Any, call: Call, model: RoutedModel, endpoint: str, e: EngineError) -> JSONResponse:
-    gw.metrics.requests.inc(model=model.config.id, backend="", endpoint=endpoint, status=str(e.status))
-    await gw.accounting.finish(call, model.config.id, None, endpoint, 0, 0, status=e.status)
+    await _unanswered(gw, call, model, endpoint, e.status)
     retry = getattr(e, "retry_after_s", None)
     headers = {"Retry-After": str(retry)} if retry and e.status == 503 else None
     return JSONResponse(error_body(e.message, e.type), status_code=e.status, headers=headers)
