@@ -106,8 +106,10 @@ def ray_worker_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
+    from cluster.memory import keep_freed_memory
     from training.worker_loop import run_loop
 
+    keep_freed_memory()  # this process is the worker's own: its allocator serves the training steps alone
     if config.get("threads"):
         import torch
 

@@ -162,3 +162,24 @@ def test_handwritten_backwards_match_autograd_of_the_plain_ops():
     assert torch.allclose(ref, got, atol=1e-12)
     assert torch.allclose(*(torch.autograd.grad(t, x, g)[0] for t in (ref, got)), atol=1e-12)
     assert torch.autograd.gradcheck(lambda t: apply_rope(t, cos, sin), (x,))
+
+
+def test_the_fused_cpu_optimizer_takes_the_same_steps_as_the_per_tensor_one():
+    torch.manual_seed(0)
+    cfg = GPTConfig(**MODEL_PRESETS["debug"], vocab_size=65)
+    models = [GPT(cfg), GPT(cfg)]
+    models[1].load_state_dict(models[0].state_dict())
+    fused = models[0].configure_optimizer(0.1, 1e-2, (0.9, 0.99), "cpu")
+    assert fused.defaults["fused"]
+    groups = [{"params": [p for p in models[1].parameters() if p.dim() >= 2], "weight_decay": 0.1},
+              {"params": [p for p in models[1].parameters() if p.dim() < 2], "weight_decay": 0.0}]
+    plain = torch.optim.AdamW(groups, lr=1e-2, betas=(0.9, 0.99), foreach=False)
+    x, y = torch.randint(0, 65, (4, 32)), torch.randint(0, 65, (4, 32))
+    for _ in range(5):
+        for model, opt in zip(models, (fused, plain)):
+            _, loss = model(x, y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
