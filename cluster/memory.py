@@ -19,18 +19,25 @@ TRIM_THRESHOLD = 64 << 20
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
 
 
-def keep_freed_memory() -> bool:
-    """Tell glibc to keep freed blocks below MMAP_THRESHOLD for reuse; False (and nothing done) on another libc.
-    Call it only in a process of the model's own: it holds on to memory the process frees."""
+def is_glibc() -> bool:
     if not sys.platform.startswith("linux") or not hasattr(os, "confstr"):
         return False
     try:
-        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
-            return False
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (OSError, ValueError):
+        return False
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc to keep freed blocks below MMAP_THRESHOLD for reuse; False (and nothing done) on another libc.
+    Call it only in a process of the model's own: it holds on to memory the process frees."""
+    if not is_glibc():
+        return False
+    try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-    except (OSError, ValueError):
+    except OSError:
         return False
     mmap_set = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
     return mmap_set and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))

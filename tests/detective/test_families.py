@@ -137,11 +137,12 @@ def test_shipped_references_match_installed_transformers():
     """families.json is exactly what the installed transformers defines (rebuilt here for a sample)."""
     import transformers
 
-    built_with = load_references()["transformers_version"]
+    references = load_references()
+    built_with = references["transformers_version"]
     if transformers.__version__ != built_with:  # a new release may rename config keys: the file is rebuilt for it
         pytest.skip(f"families.json was built with transformers {built_with}, {transformers.__version__} is "
                     "installed: python -m apps.detective.families --rebuild")
-    shipped = load_references()["families"]
+    shipped = references["families"]
     rebuilt = build_references(["qwen3", "gpt2", "deepseek_v3", "falcon"])["families"]
     for family, ref in rebuilt.items():
         assert ref["patterns"] == shipped[family]["patterns"], family
