@@ -86,15 +86,21 @@ def api_run(stack, clients: int) -> tuple[float, list[float]]:
 
 
 def concurrency_rows(stack, runs: int) -> list[dict]:
+    from benchmarks.bench_serving import cpu_by_process
+
     direct = Direct(slots=8)
     rows, single_api = [], None
     for clients in (1, 8, 32):
         api_tps, base_tps, api_ttft, base_ttft = [], [], [], []
         api_run(stack, clients), direct.run(clients)  # warm both
+        api_cpu = ""
         for i in range(runs):
             pair = [("api", lambda: api_run(stack, clients)), ("direct", lambda: direct.run(clients))]
             for side, fn in (pair if i % 2 == 0 else pair[::-1]):  # alternate the order
-                tps, ttfts = fn()
+                if side == "api":  # where the two cores go while the API serves (the last run's split is shown)
+                    (tps, ttfts), api_cpu = cpu_by_process(fn)
+                else:
+                    tps, ttfts = fn()
                 (api_tps if side == "api" else base_tps).append(tps)
                 (api_ttft if side == "api" else base_ttft).extend(ttfts)
         a, b = statistics.median(api_tps), statistics.median(base_tps)
@@ -104,7 +110,8 @@ def concurrency_rows(stack, runs: int) -> list[dict]:
                      "goal": "≥ 0.9×" + ("; ≥ 1.3× Conductor's 1-client rate at 8" if clients == 8 else ""),
                      "notes": f"TTFT p50/p95 API {_pct(api_ttft, .5) * 1000:.0f}/{_pct(api_ttft, .95) * 1000:.0f} ms, "
                               f"in-process {_pct(base_ttft, .5) * 1000:.0f}/{_pct(base_ttft, .95) * 1000:.0f} ms"
-                              + (f"; {a / single_api:.2f}× the 1-client rate" if clients > 1 else "")})
+                              + (f"; {a / single_api:.2f}× the 1-client rate" if clients > 1 else "")
+                              + f"; CPU during one API run: {api_cpu}"})
     return rows
 
 

@@ -90,7 +90,7 @@ def _interleaved(a, b, runs: int) -> tuple[list, list]:
     return ra, rb
 
 
-def _cpu_by_process(fn) -> tuple[Any, str]:
+def cpu_by_process(fn) -> tuple[Any, str]:
     """Run fn and say which processes spent the CPU meanwhile (the top five, seconds)."""
     import psutil
 
@@ -155,9 +155,9 @@ def run(quick: bool = False) -> list[dict]:
         direct, emb = _DirectLLM(), LocalEmbedder("packaged:minilm")
         with httpx.Client(base_url=stack.base_url, headers={"Authorization": f"Bearer {stack.api_key}"},
                       timeout=120, limits=httpx.Limits(max_connections=16)) as h:
-            (api, base), llm_cpu = _cpu_by_process(
+            (api, base), llm_cpu = cpu_by_process(
                 lambda: _interleaved(lambda: _api_llm_once(h, n_tokens), lambda: direct.once(n_tokens), runs))
-            (api_e, base_e), emb_cpu = _cpu_by_process(lambda: _interleaved(
+            (api_e, base_e), emb_cpu = cpu_by_process(lambda: _interleaved(
                 lambda: _api_embed(h, texts), lambda: _direct_embed(emb, texts), max(2, runs // 2)))
         stack.stop()
     finally:
