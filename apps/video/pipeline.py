@@ -70,9 +70,13 @@ def decode_segments(row: dict[str, Any], cfg: dict[str, Any]) -> list[dict[str, 
 class ASRStage:
     """Whisper words for the segment's audio, kept when their midpoint falls inside the segment."""
 
-    def __init__(self, cfg: dict[str, Any], threads: int = 2):
+    def __init__(self, cfg: dict[str, Any], threads: int = 2, warm: bool = False):
         self.vc = VideoConfig.model_validate(cfg)
         self.threads = threads
+        if warm and self.vc.asr_model != "none":  # see build_dataset: load while the actor waits for its first row
+            from apps.video import asr
+
+            asr.model(self.vc.asr_model, threads)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         from apps.video import asr
@@ -92,8 +96,12 @@ class ASRStage:
 class OCRStage:
     """Text on screen in up to N frames per segment (frames that look like the previous one are skipped)."""
 
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, cfg: dict[str, Any], warm: bool = False):
         self.vc = VideoConfig.model_validate(cfg)
+        if warm and self.vc.ocr:
+            from apps.video import ocr
+
+            ocr.engine()
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         from apps.video import ocr
@@ -155,8 +163,16 @@ class CaptionStage:
 class EmbedStage:
     """Text vectors (transcript, OCR) with the in-process embedder; CLIP image vectors when configured."""
 
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, cfg: dict[str, Any], warm: bool = False):
         self.vc = VideoConfig.model_validate(cfg)
+        if warm:
+            from deployments.embedder_local import shared_embedder
+
+            shared_embedder(self.vc.embedding_model)
+            if self.vc.vision_model:
+                from deployments.vision import shared_vision
+
+                shared_vision(self.vc.vision_model)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         from apps.video.features import mean_vector, unjpeg
@@ -199,8 +215,11 @@ def model_stages(cfg: dict[str, Any]) -> list[Callable[[dict[str, Any]], dict[st
     return stages + [EmbedStage(cfg)]
 
 
-def build_dataset(paths: list[str], cfg: dict[str, Any], workers: int = 2):
-    """The Ray Data pipeline (lazy): read -> decode (tasks) -> ASR -> OCR -> embed (actor pools of `workers`)."""
+def build_dataset(paths: list[str], cfg: dict[str, Any], workers: int = 2, warm: bool = True):
+    """The Ray Data pipeline (lazy): read -> decode (tasks) -> ASR -> OCR -> embed (actor pools of `workers`).
+
+    `warm`: each model actor loads its model in its constructor, while it waits for the first decoded segment,
+    instead of in its first call, when the stages before it are already holding the cores."""
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -212,11 +231,13 @@ def build_dataset(paths: list[str], cfg: dict[str, Any], workers: int = 2):
     # also keeps Ray Data from fusing the decode task into the first actor stage).
     ds = ds.repartition(target_num_rows_per_block=1)
     pool = ActorPoolStrategy(size=workers)
-    ds = ds.map(ASRStage, fn_constructor_kwargs={"cfg": cfg, "threads": threads}, compute=pool, num_cpus=1)
-    ds = ds.map(OCRStage, fn_constructor_kwargs={"cfg": cfg}, compute=pool, num_cpus=1)
+    ds = ds.map(ASRStage, fn_constructor_kwargs={"cfg": cfg, "threads": threads, "warm": warm}, compute=pool,
+                num_cpus=1)
+    ds = ds.map(OCRStage, fn_constructor_kwargs={"cfg": cfg, "warm": warm}, compute=pool, num_cpus=1)
     if cfg.get("caption_model"):  # network-bound: a small pool with little CPU
         ds = ds.map(CaptionStage, fn_constructor_kwargs={"cfg": cfg}, compute=pool, num_cpus=0.1)
-    return ds.map(EmbedStage, fn_constructor_kwargs={"cfg": cfg}, compute=ActorPoolStrategy(size=1), num_cpus=1)
+    return ds.map(EmbedStage, fn_constructor_kwargs={"cfg": cfg, "warm": warm}, compute=ActorPoolStrategy(size=1),
+                  num_cpus=1)
 
 
 def run_ray(paths: list[str], cfg: dict[str, Any], workers: int = 2, address: str | None = None,

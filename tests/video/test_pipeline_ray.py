@@ -33,3 +33,32 @@ def test_ray_data_pipeline_matches_local(ray_cluster, std_clip, bikes, tmp_path,
         assert top["video"] == ray_std["video"] and top["segment"] == 2
     finally:
         index.close()
+
+
+def test_the_ray_data_stages_load_their_models_before_their_first_row(tmp_path):
+    """build_dataset builds warm stages: each actor loads its model while it waits for the first decoded segment
+    (a lazy embed actor loaded MiniLM in its first call, 11 s, while ASR and OCR held both cores). The stages that
+    single-process runners use stay lazy: a silent video never loads Whisper. A fresh process, so that no other
+    test's models are already loaded."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = f"""
+import json
+from apps.video import asr, pipeline
+from deployments import embedder_local, ocr
+from cluster.config import VideoConfig
+cfg = VideoConfig(data_dir={str(tmp_path)!r}).model_dump()
+loaded = lambda: [bool(asr._MODELS), ocr._ENGINE is not None, bool(embedder_local._SHARED)]
+pipeline.ASRStage(cfg), pipeline.OCRStage(cfg), pipeline.EmbedStage(cfg)
+lazy = loaded()
+pipeline.ASRStage(cfg, threads=1, warm=True), pipeline.OCRStage(cfg, warm=True), pipeline.EmbedStage(cfg, warm=True)
+print(json.dumps({{"lazy": lazy, "warm": loaded()}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"lazy": [False, False, False], "warm": [True, True, True]}
