@@ -79,8 +79,8 @@ def _timed(run, paths: list[str], cfg: dict) -> tuple[float, int]:
 
 
 def pipeline_rows(tmp: Path, seconds: int, more: int = 6) -> list[dict]:
-    """The Ray Data pipeline against the in-process loop (models warm) on 1, 2 and `more` copies of one clip. The
-    time per extra video (the slope from 1 to `more` in-process, from 2 to `more` through Ray Data) is each side's
+    """The Ray Data pipeline on 1, 2 and `more` copies of one clip against the in-process loop (models warm) on 1
+    and 4. The time per extra video (the slope from 1 to 4 in-process, from 2 to `more` through Ray Data) is each side's
     steady state; what is left of a run is its start-up (actor processes, imports, model loads). Ray Data's slope
     starts at 2 videos, not 1: the first run of a session also pays its workers' first imports. Six videos spread
     the two points far enough apart that a second's noise in either moves the slope by a quarter of it."""
