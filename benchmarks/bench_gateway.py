@@ -12,6 +12,7 @@ and a real PostgreSQL server (Debian's) as the accounting database.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -169,11 +170,13 @@ def _cache_rows(n: int) -> list[dict[str, Any]]:
     import httpx
     import ray
 
+    from cluster.config import load_config
     from deployments.engines.echo import EchoEngine
     from tests.stack import start_stack
 
     echo = {"id": "echo", "tags": ["semantic-group"],
             "backends": [{"name": "echo-local", "engine": "echo", "resources": {"num_cpus": 0.05}}]}
+    os.environ.update(load_config().ray.serve_env())  # as `conductor up` starts the head
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     try:
         import socket

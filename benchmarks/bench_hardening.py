@@ -67,12 +67,15 @@ class Direct:
         return self.loop.run_until_complete(go())
 
 
-def api_run(stack, clients: int) -> tuple[float, list[float]]:
+def api_run(http: list, clients: int) -> tuple[float, list[float]]:
+    """`clients` streamed chats at once, each thread on its own kept-alive connection (`http`, made once outside
+    the timing, as a real client keeps its pool: an httpx.Client costs ~30 ms of CPU to make, which 8 threads
+    making theirs at once would add to every first token, and take from the engine's cores)."""
     def one(i: int) -> float:
         t0, first = time.perf_counter(), None
         body = {"model": "smollm2", "messages": _prompt(i), "max_tokens": N_TOKENS, "temperature": 0.7,
                 "logit_bias": NO_EOS, "stream": True}
-        with stack.http(timeout=600) as c, c.stream("POST", "/v1/chat/completions", json=body) as r:
+        with http[i].stream("POST", "/v1/chat/completions", json=body) as r:
             r.raise_for_status()
             for line in r.iter_lines():
                 if first is None and '"content": "' in line:
@@ -89,13 +92,14 @@ def concurrency_rows(stack, runs: int) -> list[dict]:
     from benchmarks.bench_serving import cpu_by_process
 
     direct = Direct(slots=8)
+    http = [stack.http(timeout=600) for _ in range(32)]
     rows, single_api = [], None
     for clients in (1, 8, 32):
         api_tps, base_tps, api_ttft, base_ttft = [], [], [], []
-        api_run(stack, clients), direct.run(clients)  # warm both
+        api_run(http, clients), direct.run(clients)  # warm both
         api_cpu = ""
         for i in range(runs):
-            pair = [("api", lambda: api_run(stack, clients)), ("direct", lambda: direct.run(clients))]
+            pair = [("api", lambda: api_run(http, clients)), ("direct", lambda: direct.run(clients))]
             for side, fn in (pair if i % 2 == 0 else pair[::-1]):  # alternate the order
                 if side == "api":  # where the two cores go while the API serves (the last run's split is shown)
                     (tps, ttfts), api_cpu = cpu_by_process(fn)
@@ -112,6 +116,8 @@ def concurrency_rows(stack, runs: int) -> list[dict]:
                               f"in-process {_pct(base_ttft, .5) * 1000:.0f}/{_pct(base_ttft, .95) * 1000:.0f} ms"
                               + (f"; {a / single_api:.2f}× the 1-client rate" if clients > 1 else "")
                               + f"; CPU during one API run: {api_cpu}"})
+    for c in http:
+        c.close()
     return rows
 
 
@@ -159,8 +165,10 @@ def kill_row(stack, seconds: float = 60) -> dict:
 def run(quick: bool = False) -> list[dict]:
     import ray
 
+    from cluster.config import load_config
     from tests.stack import start_stack
 
+    os.environ.update(load_config().ray.serve_env())  # as `conductor up` starts the head
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     try:
         stack = start_stack(Path(tempfile.mkdtemp()), _free_port(),

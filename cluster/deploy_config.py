@@ -75,13 +75,15 @@ def serve_config(config: ConductorConfig) -> dict[str, Any]:
                               "args": {"app": s.name, "config": data}} for s in enabled_apps(config)]}
 
 
-def _container(image: str, cpu: float, memory_gi: int, gpus: float, head: bool) -> dict[str, Any]:
+def _container(config: ConductorConfig, image: str, cpu: float, memory_gi: int, gpus: float,
+               head: bool) -> dict[str, Any]:
     requests: dict[str, Any] = {"cpu": str(max(1, math.ceil(cpu))), "memory": f"{memory_gi}Gi"}
     limits = dict(requests)
     if gpus:
         limits["nvidia.com/gpu"] = str(math.ceil(gpus))
     env = [{"name": "RAY_AUTH_MODE", "value": "token"},
            {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": SECRET, "key": "ray-auth-token"}}}]
+    env += [{"name": k, "value": v} for k, v in config.ray.serve_env().items()]  # on every node, as Serve reads them
     if head:  # the Serve builders run on the head: they read the users' keys there (hashed before deploy)
         env.append({"name": "CONDUCTOR_API_KEYS",
                     "valueFrom": {"secretKeyRef": {"name": SECRET, "key": "api-keys", "optional": True}}})
@@ -98,9 +100,10 @@ def kuberay_manifest(config: ConductorConfig, image: str, name: str = "conductor
     worker = {"groupName": "gpu-workers" if gpus else "cpu-workers", "replicas": workers, "minReplicas": workers,
               "maxReplicas": max(workers, max_workers),
               "rayStartParams": {"num-cpus": str(worker_cpus), **({"num-gpus": str(math.ceil(gpus))} if gpus else {})},
-              "template": {"spec": {"containers": [_container(image, worker_cpus, worker_memory_gi, gpus, False)]}}}
+              "template": {"spec": {"containers": [_container(config, image, worker_cpus, worker_memory_gi, gpus,
+                                                                  False)]}}}
     head = {"rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "1"},
-            "template": {"spec": {"containers": [_container(image, 2, 8, 0, True)]}}}
+            "template": {"spec": {"containers": [_container(config, image, 2, 8, 0, True)]}}}
     return {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": name},
             "spec": {"serveConfigV2": dump(serve_config(config)),
                      "rayClusterConfig": {"rayVersion": _ray_version(), "enableInTreeAutoscaling": True,
@@ -112,7 +115,7 @@ def ray_up_config(config: ConductorConfig, name: str = "conductor", region: str 
     cpus, gpus = resource_totals(config)
     worker_type = "g5.xlarge" if gpus else "m5.2xlarge"
     worker_resources: dict[str, Any] = {"CPU": 4 if gpus else 8, **({"GPU": 1} if gpus else {})}
-    start = "RAY_AUTH_MODE=token ray start"
+    start = " ".join(["RAY_AUTH_MODE=token", *(f"{k}={v}" for k, v in config.ray.serve_env().items()), "ray start"])
     return {
         "cluster_name": name, "max_workers": max_workers, "idle_timeout_minutes": 10,
         "provider": {"type": "aws", "region": region, "cache_stopped_nodes": True},

@@ -87,6 +87,7 @@ def _env(config: ConductorConfig) -> dict[str, str]:
     from deployments.mount_guard import CALLBACK, PROXY_CALLBACK_ENV
 
     env.setdefault(PROXY_CALLBACK_ENV, CALLBACK)
+    env.update(config.ray.serve_env())  # Serve's transport, for every process of the cluster
     return env
 
 

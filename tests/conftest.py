@@ -22,6 +22,17 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def _serve_env() -> None:
+    """Serve's transport as the default config sets it for a local head (RayConfig.serve_env), in place before
+    this process imports Serve and before `ray.init` starts the processes that inherit it."""
+    from cluster.config import load_config
+
+    os.environ.update(load_config().ray.serve_env())
+
+
+_serve_env()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

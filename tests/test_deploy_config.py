@@ -83,6 +83,21 @@ def test_the_ray_up_file_passes_rays_own_cluster_schema():
         raise AssertionError("ray's schema accepted a provider without a type")
 
 
+def test_every_node_gets_the_configured_serve_transport(monkeypatch):
+    """`ray.serve_transport` reaches each pod's and each `ray up` node's environment (Serve reads it there), and
+    `actor` turns gRPC off on both."""
+    for transport, flag in (("grpc", "1"), ("actor", "0")):
+        monkeypatch.setenv("CONDUCTOR__RAY__SERVE_TRANSPORT", transport)
+        doc = yaml.safe_load(_run("kuberay", "--image", "registry.example/conductor:1"))
+        cluster = doc["spec"]["rayClusterConfig"]
+        for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+            env = {e["name"]: e.get("value") for e in group["template"]["spec"]["containers"][0]["env"]}
+            assert env["RAY_SERVE_USE_GRPC_BY_DEFAULT"] == env["RAY_SERVE_PROXY_USE_GRPC"] == flag
+        up = yaml.safe_load(_run("ray-up"))
+        for cmd in up["head_start_ray_commands"][1:] + up["worker_start_ray_commands"][1:]:
+            assert f"RAY_SERVE_USE_GRPC_BY_DEFAULT={flag} RAY_SERVE_PROXY_USE_GRPC={flag} ray start" in cmd
+
+
 def test_the_readme_deploy_config_commands_run_as_written(tmp_path):
     import re
     import subprocess

@@ -243,8 +243,50 @@ def test_the_readme_gateway_example_runs_against_a_keyless_server(env):
     assert "no rollouts configured" in r.stdout
 
 
+def _serve_processes() -> dict[str, str]:
+    """pid -> process title of every Serve proxy and replica of the stack."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith(("ray::ServeReplica", "ray::ProxyActor")):
+            found[pid] = title
+    return found
+
+
+def test_serve_carries_requests_over_grpc_that_needs_the_ray_token(env):
+    """`ray.serve_transport: grpc` (the default) reaches every Serve process, and the gRPC server each replica
+    listens on for it (on every interface: Ray binds it so) refuses a call that carries no Ray token."""
+    import grpc
+    from ray.serve.generated.serve_pb2 import ASGIRequest
+    from ray.serve.generated.serve_pb2_grpc import ASGIServiceStub
+
+    procs = _serve_processes()
+    assert any(t.startswith("ray::ProxyActor") for t in procs.values()), procs
+    for pid, title in procs.items():
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert b"RAY_SERVE_USE_GRPC_BY_DEFAULT=1" in environ and b"RAY_SERVE_PROXY_USE_GRPC=1" in environ, title
+    answers: dict[str, list] = {pid: [] for pid, t in procs.items() if t.startswith("ray::ServeReplica")}
+    for line in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.splitlines():
+        pid = next((p for p in answers if f"pid={p}," in line), None)
+        if pid is None:
+            continue
+        port = line.split()[3].rsplit(":", 1)[1]
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            try:
+                ASGIServiceStub(channel).HandleRequest(ASGIRequest(), timeout=10)
+                answers[pid].append("OK")
+            except grpc.RpcError as e:
+                answers[pid].append(e.code().name)
+    assert answers and all("OK" not in a for a in answers.values()), answers
+    assert all("UNAUTHENTICATED" in a for a in answers.values()), {procs[p]: a for p, a in answers.items()}
+
+
 def test_down_stops_everything(env):
     r = subprocess.run([CONDUCTOR, "down"], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     r = subprocess.run([CONDUCTOR, "status"], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "no Conductor cluster" in r.stderr
+
