@@ -219,7 +219,7 @@ class RayConfig(_Strict):
         "grpc", description="How Serve carries a request between its processes (proxy -> app ingress -> engine "
         "replica): 'grpc' streams over the inter-deployment gRPC server every replica already runs (Ray token "
         "checked), 'actor' over Ray actor calls and the object store. With 8 concurrent streamed chats on 2 cores "
-        "gRPC cut the gateway's and proxy's CPU by 39% and gave +14% tokens/s; one stream and embeddings were "
+        "gRPC cut the gateway's and proxy's CPU by 39% and gave +13% tokens/s; one stream and embeddings were "
         "level (BENCHMARKS.md). Applies to the local head "
         "and the clusters `conductor deploy-config` writes; an existing cluster (`address`) keeps its own.")
 
