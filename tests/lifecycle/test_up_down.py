@@ -289,4 +289,3 @@ def test_down_stops_everything(env):
     assert r.returncode == 0, r.stderr[-2000:]
     r = subprocess.run([CONDUCTOR, "status"], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "no Conductor cluster" in r.stderr
-
