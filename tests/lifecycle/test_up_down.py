@@ -110,14 +110,20 @@ def test_every_port_is_loopback_or_refuses_without_the_token(env):
             assert r.status_code in (401, 403, 404), (port, path, r.status_code, r.text[:200])
 
 
-def test_no_ray_process_holds_a_plaintext_key(env):
-    found = []
+def _processes() -> dict[str, tuple[bytes, bytes]]:
+    """pid -> (command line, environment) of every process still there to read, as /proc holds them."""
+    found = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
-        except OSError:
+            found[pid] = (Path(f"/proc/{pid}/cmdline").read_bytes(), Path(f"/proc/{pid}/environ").read_bytes())
+        except OSError:  # gone, or not ours to read
             continue
+    return found
+
+
+def test_no_ray_process_holds_a_plaintext_key(env):
+    found = []
+    for pid, (cmd, environ) in _processes().items():
         if b"ray" not in cmd and b"RAY_" not in environ:
             continue
         if pid == str(os.getpid()):
@@ -243,19 +249,6 @@ def test_the_readme_gateway_example_runs_against_a_keyless_server(env):
     assert "no rollouts configured" in r.stdout
 
 
-def _serve_processes() -> dict[str, str]:
-    """pid -> process title of every Serve proxy and replica of the stack."""
-    found = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-        except OSError:
-            continue
-        if title.startswith(("ray::ServeReplica", "ray::ProxyActor")):
-            found[pid] = title
-    return found
-
-
 def test_serve_carries_requests_over_grpc_that_needs_the_ray_token(env):
     """`ray.serve_transport: grpc` (the default) reaches every Serve process, and the gRPC server each replica
     listens on for it (on every interface: Ray binds it so) refuses a call that carries no Ray token."""
@@ -263,11 +256,14 @@ def test_serve_carries_requests_over_grpc_that_needs_the_ray_token(env):
     from ray.serve.generated.serve_pb2 import ASGIRequest
     from ray.serve.generated.serve_pb2_grpc import ASGIServiceStub
 
-    procs = _serve_processes()
+    procs = {}  # pid -> process title, of every Serve proxy and replica
+    for pid, (cmd, environ) in _processes().items():
+        title = cmd.split(b"\0")[0].decode(errors="replace")
+        if title.startswith(("ray::ServeReplica", "ray::ProxyActor")):
+            procs[pid] = title
+            env_vars = environ.split(b"\0")
+            assert b"RAY_SERVE_USE_GRPC_BY_DEFAULT=1" in env_vars and b"RAY_SERVE_PROXY_USE_GRPC=1" in env_vars, title
     assert any(t.startswith("ray::ProxyActor") for t in procs.values()), procs
-    for pid, title in procs.items():
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        assert b"RAY_SERVE_USE_GRPC_BY_DEFAULT=1" in environ and b"RAY_SERVE_PROXY_USE_GRPC=1" in environ, title
     answers: dict[str, list] = {pid: [] for pid, t in procs.items() if t.startswith("ray::ServeReplica")}
     for line in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.splitlines():
         pid = next((p for p in answers if f"pid={p}," in line), None)
