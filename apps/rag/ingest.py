@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from apps.rag.chunking import chunk_document
-from apps.rag.parsers import ParseError, kind_of, parse_bytes
+from apps.rag.parsers import SUMMARY_CHARS, ParseError, kind_of, parse_bytes
 from deployments.vectorstore import StorePoint, point_id
 
 Progress = Callable[[int, int, str], None]  # (documents done, documents to do, message)
 BATCH = 64
-SUMMARY_CHARS = 400  # a document's title plus its opening this long is its dense vector (what the page is about)
 PAGE_AVG_TOKENS = 1500.0  # BM25 length normalisation for whole documents (a manual page, not a chunk)
 
 
@@ -118,7 +117,7 @@ def chunk_rows(path: str, data: bytes, doc_hash: str, settings: dict[str, Any]) 
             for i, c in enumerate(chunks)]
     if settings.get("doc_index"):
         # The document's own point goes first: a document whose chunks are all stored has its document point too.
-        summary = f"{doc.title}\n{doc.text[:SUMMARY_CHARS]}".strip()
+        summary = f"{doc.title}\n{doc.summary or doc.text[:SUMMARY_CHARS]}".strip()
         rows.insert(0, dict(base, id=point_id(path, doc_hash, "document"), level="doc", section="", start=0,
                             end=min(len(doc.text), SUMMARY_CHARS), chunk_index=-1, text=summary, page=0,
                             embed_text=summary, sparse_text=f"{doc.title}\n{doc.text}"))

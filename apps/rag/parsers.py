@@ -36,6 +36,7 @@ class ParsedDoc:
     title: str = ""
     sections: list[Section] = field(default_factory=list)
     pages: list[int] = field(default_factory=list)  # PDF: offset where each page starts (page n at index n-1)
+    summary: str = ""  # the opening prose (HTML: paragraphs, no code blocks or tables); "" = the text's opening
 
     def page_at(self, offset: int) -> int | None:
         """The 1-based page holding `offset` (PDFs), else None."""
@@ -152,20 +153,75 @@ def _rst(data: bytes) -> ParsedDoc:
     return ParsedDoc(text, "rst", title, _outline(text, heads))
 
 
+# Page chrome rather than content: site navigation, banners, sidebars, footers, search boxes. A manual's pages
+# repeat it on every page, so left in it is the first thing in every page's text (the Python docs open with
+# "Navigation index modules | next | previous | Python » 3.11 Documentation »").
+_CHROME_ROLES = ("navigation", "banner", "contentinfo", "complementary", "search")
+_PROSE = ("p", "dd")  # paragraphs and definition bodies: what a page says in sentences
+SUMMARY_CHARS = 400  # a document's title plus this much of its opening prose is its dense vector
+
+
+def _strip_chrome(soup: Any) -> Any:
+    """The page's content element with chrome removed: `<main>` / `role="main"` when the page has exactly one.
+    One walk over the tags: a large reference page has tens of thousands, and each `find_all` is a walk."""
+    drop, mains, role_mains = [], [], []
+    for tag in soup.find_all(True):
+        role = tag.get("role")
+        if tag.name in ("nav", "aside") or role in _CHROME_ROLES or (
+                tag.name == "a" and "headerlink" in (tag.get("class") or ())):
+            drop.append(tag)
+        elif tag.name in ("header", "footer") and not tag.find_parent(["main", "article", "section"]):
+            drop.append(tag)  # a page's header/footer; an article's own header keeps its title
+        elif tag.name == "main":
+            mains.append(tag)
+        elif role == "main":
+            role_mains.append(tag)
+    for tag in drop:
+        if not tag.decomposed:  # a tag inside one dropped before went with it
+            tag.decompose()
+    main = [t for t in mains or role_mains if not t.decomposed]
+    return main[0] if len(main) == 1 else soup
+
+
+def _prose_summary(root: Any, limit: int = SUMMARY_CHARS) -> str:
+    """The first paragraphs of prose, up to `limit` characters: what the page says it is about, without the
+    synopsis, code, tables and contents lists that often open a reference page (a git manual page opens with its
+    SYNOPSIS, the Git user manual with its table of contents)."""
+    out = ""
+    for el in root.find_all(_PROSE):
+        if el.find_parent(_PROSE) or el.find_parent(["pre", "table", "code"]):
+            continue
+        text = " ".join(el.get_text(" ", strip=True).split())
+        links = sum(len(a.get_text(" ", strip=True)) for a in el.find_all("a"))
+        if text and links <= len(text) / 2:  # mostly links: a table of contents, not prose
+            out += text + "\n"
+        if len(out) >= limit:
+            break
+    return out[:limit].strip()
+
+
 def _html(data: bytes) -> ParsedDoc:
+    doc = _html_doc(data, keep_chrome=False)
+    # A page that is all "chrome" (its text in a banner, say) is still a page: keep everything rather than nothing.
+    return doc if doc.text.strip() else _html_doc(data, keep_chrome=True)
+
+
+def _html_doc(data: bytes, keep_chrome: bool) -> ParsedDoc:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(data, "html.parser")
-    for tag in soup(["script", "style", "noscript", "template", "nav"]):
+    for tag in soup(["script", "style", "noscript", "template"]):
         tag.decompose()
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     if soup.title:
         soup.title.decompose()
+    root = soup if keep_chrome else _strip_chrome(soup)
+    summary = _prose_summary(root)
     # Mark headings with a sentinel line, flatten to text once, then turn sentinels into the outline.
-    for h in soup.find_all(["h1", "h2", "h3", "h4", "h5", "h6"]):
+    for h in root.find_all(["h1", "h2", "h3", "h4", "h5", "h6"]):
         h.insert_before(f"\n\x00{h.name[1]}\x00")
     parts, heads, pos, pending = [], [], 0, None
-    for raw in soup.get_text("\n").splitlines():
+    for raw in root.get_text("\n").splitlines():
         line = raw.strip()
         if line.startswith("\x00") and line.count("\x00") >= 2:
             pending = int(line[1])
@@ -180,7 +236,7 @@ def _html(data: bytes) -> ParsedDoc:
         parts.append(line + "\n")
         pos += len(line) + 1
     text = "".join(parts)
-    return ParsedDoc(text, "html", title, _outline(text, heads))
+    return ParsedDoc(text, "html", title, _outline(text, heads), summary=summary)
 
 
 def _pdf(data: bytes, limits: dict[str, Any] | None = None) -> ParsedDoc:

@@ -1,11 +1,11 @@
 """Retrieval: dense, BM25 sparse, or hybrid, then an optional rerank stage; documents first, then their passages.
 
 Hybrid ranks *documents*: four retrievers -- chunk dense, chunk BM25, and, for collections that have them, the
-document vectors (title + opening, dense) and BM25 over the whole document -- each give a ranking of documents (a
-chunk list ranks a document by its best chunk), fused with weighted RRF. Measured on two sets (BENCHMARKS.md,
-"RAG quality"): chunk-only fusion let long tutorials with many chunks crowd out the page a question is about; the
-document-level signals put that page first far more often. Each document is represented by its best passage
-(chunk-level RRF), which is what answers are written from.
+document vectors (title + opening prose, dense) and BM25 over the whole document -- each give a ranking of
+documents (a chunk list ranks a document by its best chunk), fused with weighted RRF. Measured on two sets
+(BENCHMARKS.md, "RAG quality"): chunk-only fusion let long tutorials with many chunks crowd out the page a question
+is about; the document-level signals put that page first far more often. Each document is represented by its best
+passage (chunk-level RRF), which is what answers are written from.
 
 Every hit carries its dense cosine to the question (computed from the stored vector), whatever the mode: RRF
 scores are rank-based and say nothing about relevance, so the low-relevance warning uses the cosine.

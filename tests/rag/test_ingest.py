@@ -47,6 +47,18 @@ def test_ingest_all_types_then_incremental(service, docs):
     assert len(texts) == 2 and all("Emperor" in t for t in texts)  # old version's chunk and doc point are gone
 
 
+def test_a_web_page_is_indexed_without_its_chrome_and_summarised_by_its_prose(service, tmp_path):
+    from tests.rag.test_parsing import DOC_PAGE
+
+    page = tmp_path / "kettlectl.html"
+    page.write_text(DOC_PAGE)
+    service.ingest([str(page)], "web")
+    points = list(service.store.iter_payloads("web", ["text", "level"]))
+    doc = next(p["text"] for p in points if p["level"] == "doc")
+    assert doc.startswith("kettlectl - Kettle Manual\nkettlectl controls the kettle from a terminal")
+    assert not any("Quick search" in p["text"] or "Kettle Inc" in p["text"] for p in points)
+
+
 def test_interrupted_ingestion_is_completed_by_a_rerun(service, docs):
     service.ingest([str(docs / "router.md")], "kb", chunk_size=120, chunk_overlap=0)
     full = service.store.count("kb")

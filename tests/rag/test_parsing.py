@@ -35,6 +35,49 @@ def test_html_drops_scripts_and_keeps_headings():
     assert "white vinegar" in doc.text[sec.start:sec.end]
 
 
+# A documentation page as Sphinx and most site generators write one: navigation above and beside the content,
+# a footer, permalink marks on headings, and a reference page that opens with a synopsis and its contents list.
+DOC_PAGE = """<html><head><title>kettlectl - Kettle Manual</title></head><body>
+<div class="related" role="navigation"><ul><li><a href="index.html">index</a></li><li><a href="next.html">next</a>
+</li><li>Kettle 2.1 Documentation &raquo;</li></ul></div>
+<header><a href="/">Kettle Docs home</a></header>
+<div class="sphinxsidebar" role="navigation"><h3>Quick search</h3><p><a href="a.html">Descaling</a></p></div>
+<div class="body" role="main">
+<h1>kettlectl<a class="headerlink" href="#k">&para;</a></h1>
+<pre>kettlectl [--boil] [--keep-warm MINUTES] [--descale]</pre>
+<div class="toc"><p><a href="#a">Options</a> <a href="#b">Descaling</a> <a href="#c">Limits</a></p></div>
+<p>kettlectl controls the kettle from a terminal: it boils water and keeps it warm.</p>
+<table><tr><td>--boil</td><td>boil now</td></tr></table>
+<h2>Descaling</h2><p>Boil a mix of water and white vinegar, then rinse twice.</p>
+</div>
+<div class="footer" role="contentinfo">&copy; Kettle Inc. Last updated on Dec 01.</div>
+</body></html>"""
+
+
+def test_html_keeps_the_content_and_leaves_the_page_chrome_out():
+    doc = parse_bytes(DOC_PAGE.encode(), "kettlectl.html")
+    assert doc.text.startswith("kettlectl\n")  # the content element's text, from its first heading
+    for chrome in ("index", "Documentation", "Quick search", "Kettle Docs home", "Kettle Inc", "\u00b6"):
+        assert chrome not in doc.text, chrome
+    assert "white vinegar" in doc.text and "--keep-warm" in doc.text  # code and tables stay in the text
+    assert [s.heading for s in doc.sections] == ["kettlectl", "kettlectl > Descaling"]
+
+
+def test_a_page_that_is_all_banner_keeps_its_text():
+    doc = parse_bytes(b"<html><body><header><h1>Closed today</h1><p>Back on Monday.</p></header></body></html>",
+                      "notice.html")
+    assert doc.text == "Closed today\nBack on Monday.\n"
+
+
+def test_html_summary_is_the_opening_prose():
+    """The document vector's text: sentences, not the synopsis, the contents list or a table."""
+    doc = parse_bytes(DOC_PAGE.encode(), "kettlectl.html")
+    assert doc.summary.startswith("kettlectl controls the kettle from a terminal")
+    assert "--keep-warm" not in doc.summary and "boil now" not in doc.summary and "Options" not in doc.summary
+    assert parse_bytes(HTML.encode(), "kettle.html").summary.startswith("Questions about the electric kettle.")
+    assert parse_bytes(MD.encode(), "router.md").summary == ""  # other formats: the ingester uses the opening
+
+
 def test_pdf_text_and_pages():
     doc = parse_bytes(make_pdf("Invoice total due is 4200 euros."), "a.pdf")
     assert "4200 euros" in doc.text and doc.sections[0].heading == "page 1"
