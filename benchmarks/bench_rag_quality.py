@@ -1,4 +1,4 @@
-"""Document-level retrieval quality of the default pipeline against two baselines, on two question sets.
+"""Document-level retrieval quality of the default pipeline against two baselines, on three question sets.
 
 - Python FAQ (python3-doc): ~170 questions, each answered by one FAQ section stored as its own file
   (apps/rag/faq.py). The set the original settings were tuned on.
@@ -13,7 +13,7 @@ Baselines, on the same documents and questions:
 - dense-only: the same MiniLM chunk vectors, a document ranked by its best chunk.
 
 `python -m benchmarks.run --only rag_quality` records the rows (`make bench` runs it with the rest);
-`python -m benchmarks.bench_rag_quality --set faq|git` prints one set's table. Quick: the FAQ set only.
+`python -m benchmarks.bench_rag_quality --set faq|git|pylib` prints one set's table. Quick: the FAQ set only.
 """
 
 from __future__ import annotations
@@ -22,21 +22,38 @@ import argparse
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-GIT_DOC = Path("/usr/share/doc/git-doc")
-GIT_SET = Path(__file__).parent / "sets" / "git_doc.jsonl"
-PYLIB_DOC = Path("/usr/share/doc/python3.11/html/library")
-PYLIB_SET = Path(__file__).parent / "sets" / "python_library.jsonl"
+SETS = Path(__file__).parent / "sets"
 
 
-def git_pages() -> list[str]:
-    return sorted(str(p) for p in GIT_DOC.rglob("*.html"))
+@dataclass(frozen=True)
+class ManualSet:
+    """A question set over a whole HTML manual that Debian installs."""
+    title: str  # as the rows name it
+    root: Path  # the manual's folder
+    pattern: str  # its pages under root
+    questions: Path
+    collection: str
+    note: str  # what the rows' notes say about the set; the counts are filled in
+    metrics: tuple[str, ...] = ("recall@5", "mrr")
+
+    def pages(self) -> list[str]:
+        return sorted(str(p) for p in self.root.glob(self.pattern))
 
 
-def pylib_pages() -> list[str]:
-    return sorted(str(p) for p in PYLIB_DOC.glob("*.html"))
+MANUALS = {
+    "git": ManualSet("git manual", Path("/usr/share/doc/git-doc"), "**/*.html", SETS / "git_doc.jsonl", "gitdoc",
+                     "{q} questions in a user's words over git-doc's {p} HTML pages (benchmarks/sets/git_doc.jsonl); "
+                     "document level; BM25 pages = bm25s with stemming"),
+    "pylib": ManualSet("Python library", Path("/usr/share/doc/python3.11/html/library"), "*.html",
+                       SETS / "python_library.jsonl", "pylib",
+                       "{q} questions in a user's words over the Python library reference's {p} HTML pages "
+                       "(benchmarks/sets/python_library.jsonl), never tuned on; hit = a gold page in the top 5",
+                       ("hit@5", "mrr")),
+}
 
 
 def bm25_pages(paths: list[str], questions: list[dict[str, Any]], k: int = 20) -> list[list[str]]:
@@ -99,26 +116,14 @@ def rows(name: str, scores: dict[str, dict[str, float]], note: str,
     return out
 
 
-def git_rows(svc: Any) -> list[dict[str, Any]]:
+def manual_rows(svc: Any, manual: ManualSet) -> list[dict[str, Any]]:
     from apps.rag.eval import load_questions
 
-    pages = git_pages()
-    svc.ingest(pages, "gitdoc")
-    qs = load_questions(GIT_SET)
-    note = (f"{len(qs)} questions in a user's words over git-doc's {len(pages)} HTML pages "
-            "(benchmarks/sets/git_doc.jsonl); document level; BM25 pages = bm25s with stemming")
-    return rows("git manual", measure(svc, "gitdoc", qs, pages), note)
-
-
-def pylib_rows(svc: Any) -> list[dict[str, Any]]:
-    from apps.rag.eval import load_questions
-
-    pages = pylib_pages()
-    svc.ingest(pages, "pylib")
-    qs = load_questions(PYLIB_SET)
-    note = (f"{len(qs)} questions in a user's words over the Python library reference's {len(pages)} HTML pages "
-            "(benchmarks/sets/python_library.jsonl), never tuned on; hit = a gold page in the top 5")
-    return rows("Python library", measure(svc, "pylib", qs, pages), note, ("hit@5", "mrr"))
+    pages = manual.pages()
+    svc.ingest(pages, manual.collection)
+    qs = load_questions(manual.questions)
+    note = manual.note.format(q=len(qs), p=len(pages))
+    return rows(manual.title, measure(svc, manual.collection, qs, pages), note, manual.metrics)
 
 
 def faq_rows(svc: Any, out_dir: Path) -> list[dict[str, Any]]:
@@ -153,10 +158,9 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         svc = RagService(load_config(environ={"CONDUCTOR__RAG__DATA_DIR": str(Path(tmp) / "store")}))
         try:
             out = faq_rows(svc, Path(tmp) / "faq")
-            if GIT_DOC.is_dir() and not quick:
-                out += git_rows(svc)
-            if PYLIB_DOC.is_dir() and not quick:
-                out += pylib_rows(svc)
+            for manual in MANUALS.values():
+                if manual.root.is_dir() and not quick:
+                    out += manual_rows(svc, manual)
         finally:
             svc.close()
     return out
@@ -164,7 +168,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--set", choices=["faq", "git", "pylib"], default="git")
+    ap.add_argument("--set", choices=["faq", *MANUALS], default="git")
     args = ap.parse_args()
     from apps.rag import faq
     from apps.rag.eval import load_questions
@@ -175,10 +179,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         svc = RagService(load_config(environ={"CONDUCTOR__RAG__DATA_DIR": str(Path(tmp) / "store")}))
         try:
-            if args.set == "git":
-                qs, paths, coll = load_questions(GIT_SET), git_pages(), "gitdoc"
-            elif args.set == "pylib":
-                qs, paths, coll = load_questions(PYLIB_SET), pylib_pages(), "pylib"
+            if args.set in MANUALS:
+                manual = MANUALS[args.set]
+                qs, paths, coll = load_questions(manual.questions), manual.pages(), manual.collection
             else:
                 qfile = faq.build_faq_set(Path(tmp) / "faq")
                 qs, coll = load_questions(qfile), "faq"

@@ -217,8 +217,11 @@ def _html_doc(data: bytes, keep_chrome: bool) -> ParsedDoc:
         soup.title.decompose()
     root = soup if keep_chrome else _strip_chrome(soup)
     summary = _prose_summary(root)
-    # Mark headings with a sentinel line, flatten to text once, then turn sentinels into the outline.
+    # Mark headings with a sentinel line, flatten to text once, then turn sentinels into the outline. A heading is
+    # made one line first: "<code>abc</code> — Abstract Base Classes" would flatten to two, and the outline
+    # would keep only "abc" (a fifth of the Python library reference's headings).
     for h in root.find_all(["h1", "h2", "h3", "h4", "h5", "h6"]):
+        h.string = " ".join(h.get_text(" ", strip=True).split())
         h.insert_before(f"\n\x00{h.name[1]}\x00")
     parts, heads, pos, pending = [], [], 0, None
     for raw in root.get_text("\n").splitlines():

@@ -63,6 +63,13 @@ def test_html_keeps_the_content_and_leaves_the_page_chrome_out():
     assert [s.heading for s in doc.sections] == ["kettlectl", "kettlectl > Descaling"]
 
 
+def test_a_heading_with_inline_markup_is_one_heading():
+    doc = parse_bytes(b"<html><body><h1><code>abc</code> \xe2\x80\x94 Abstract <em>Base</em> Classes</h1><p>Text.</p>"
+                      b"<h2>Using <code>ABCMeta</code></h2><p>More.</p></body></html>", "abc.html")
+    assert [s.heading for s in doc.sections] == ["abc \u2014 Abstract Base Classes",
+                                                 "abc \u2014 Abstract Base Classes > Using ABCMeta"]
+
+
 def test_a_page_that_is_all_banner_keeps_its_text():
     doc = parse_bytes(b"<html><body><header><h1>Closed today</h1><p>Back on Monday.</p></header></body></html>",
                       "notice.html")
