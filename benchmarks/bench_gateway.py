@@ -12,7 +12,6 @@ and a real PostgreSQL server (Debian's) as the accounting database.
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import tempfile
 import time
@@ -170,14 +169,12 @@ def _cache_rows(n: int) -> list[dict[str, Any]]:
     import httpx
     import ray
 
-    from cluster.config import load_config
     from deployments.engines.echo import EchoEngine
-    from tests.stack import start_stack
+    from tests.stack import init_ray, start_stack
 
     echo = {"id": "echo", "tags": ["semantic-group"],
             "backends": [{"name": "echo-local", "engine": "echo", "resources": {"num_cpus": 0.05}}]}
-    os.environ.update(load_config().ray.serve_env())  # as `conductor up` starts the head
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    init_ray()
     try:
         import socket
 

@@ -165,11 +165,9 @@ def kill_row(stack, seconds: float = 60) -> dict:
 def run(quick: bool = False) -> list[dict]:
     import ray
 
-    from cluster.config import load_config
-    from tests.stack import start_stack
+    from tests.stack import init_ray, start_stack
 
-    os.environ.update(load_config().ray.serve_env())  # as `conductor up` starts the head
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    init_ray()
     try:
         stack = start_stack(Path(tempfile.mkdtemp()), _free_port(),
                             extra_models=[{"id": "echo", "backends": [{"name": "echo-local", "engine": "echo",

@@ -139,14 +139,12 @@ def run(quick: bool = False) -> list[dict]:
     import httpx
     import ray
 
-    from cluster.config import load_config
     from deployments.embedder_local import LocalEmbedder
-    from tests.stack import start_stack
+    from tests.stack import init_ray, start_stack
 
     n_tokens, runs, n_texts = (64, 2, 256) if quick else (128, 5, 512)
     texts = _texts(n_texts)
-    os.environ.update(load_config().ray.serve_env())  # as `conductor up` starts the head
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    init_ray()
     try:
         stack = start_stack(Path(tempfile.mkdtemp()), _free_port(), only=["gateway"])
         import torch

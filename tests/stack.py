@@ -46,6 +46,15 @@ class Stack:
             pass
 
 
+def init_ray(num_cpus: int = 8) -> None:
+    """A local Ray for a stack started outside the test session (the benchmarks), with Serve's transport as
+    `conductor up` sets it for the head: in the environment before Ray's processes start and inherit it."""
+    import ray
+
+    os.environ.update(load_config().ray.serve_env())
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
 def test_config(tmp: Path, port: int, extra_models: list[dict] | None = None,
                 agent_extra: dict | None = None) -> ConductorConfig:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUCTOR__")}
