@@ -221,6 +221,8 @@ def _html_doc(data: bytes, keep_chrome: bool) -> ParsedDoc:
     # made one line first: "<code>abc</code> — Abstract Base Classes" would flatten to two, and the outline
     # would keep only "abc" (a fifth of the Python library reference's headings).
     for h in root.find_all(["h1", "h2", "h3", "h4", "h5", "h6"]):
+        if h.parent is None:  # a heading inside a heading (invalid, but found): now part of the outer one's line
+            continue
         h.string = " ".join(h.get_text(" ", strip=True).split())
         h.insert_before(f"\n\x00{h.name[1]}\x00")
     parts, heads, pos, pending = [], [], 0, None

@@ -68,6 +68,8 @@ def test_a_heading_with_inline_markup_is_one_heading():
                       b"<h2>Using <code>ABCMeta</code></h2><p>More.</p></body></html>", "abc.html")
     assert [s.heading for s in doc.sections] == ["abc \u2014 Abstract Base Classes",
                                                  "abc \u2014 Abstract Base Classes > Using ABCMeta"]
+    nested = parse_bytes(b"<h1>Setup <h2>steps</h2></h1><p>Plug it in.</p>", "bad.html")  # invalid, seen in the wild
+    assert [s.heading for s in nested.sections] == ["Setup steps"] and "Plug it in." in nested.text
 
 
 def test_a_page_that_is_all_banner_keeps_its_text():
