@@ -210,6 +210,9 @@ def _html_doc(data: bytes, keep_chrome: bool) -> ParsedDoc:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(data, "html.parser")
+    if b"\x00" in data:  # NUL marks headings below; in a page's own text it is no character (and broke the outline)
+        for text in soup.find_all(string=lambda t: "\x00" in t):
+            text.replace_with(type(text)(text.replace("\x00", "")))
     for tag in soup(["script", "style", "noscript", "template"]):
         tag.decompose()
     title = soup.title.get_text(" ", strip=True) if soup.title else ""

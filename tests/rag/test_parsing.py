@@ -72,6 +72,15 @@ def test_a_heading_with_inline_markup_is_one_heading():
     assert [s.heading for s in nested.sections] == ["Setup steps"] and "Plug it in." in nested.text
 
 
+def test_nul_characters_in_a_page_neither_break_nor_forge_its_outline():
+    doc = parse_bytes(b'<meta charset="utf-8"><h1>Kettle\x00</h1><p>\x00word \x00\x00 more</p><p>\x002\x00</p>'
+                      b"<p>Fake?</p>", "nul.html")  # declared UTF-8: NUL characters in the text, not UTF-16
+    assert [s.heading for s in doc.sections] == ["Kettle"]  # "\x002\x00" is no heading marker
+    assert doc.text == "Kettle\nword  more\n2\nFake?\n"
+    utf16 = "<html><body><h1>T\u00e9l\u00e9</h1><p>caf\u00e9</p></body></html>".encode("utf-16")  # NUL bytes, no NULs
+    assert parse_bytes(utf16, "u16.html").text == "T\u00e9l\u00e9\ncaf\u00e9\n"
+
+
 def test_a_page_that_is_all_banner_keeps_its_text():
     doc = parse_bytes(b"<html><body><header><h1>Closed today</h1><p>Back on Monday.</p></header></body></html>",
                       "notice.html")
