@@ -50,7 +50,7 @@ def _manual_ingest_rows(svc: Any, quick: bool) -> list[dict[str, Any]]:
     alone: sentence-transformers encoding the very same chunk texts (batch 64) and the store's upsert of the same
     points. Split in halves and run ABBA -- baseline, Conductor, Conductor, baseline -- so drift on a shared box
     loads both sides alike without doing the work twice."""
-    from apps.rag.ingest import SparseEncoder, chunk_rows, file_hash, rows_to_points
+    from apps.rag.ingest import SparseEncoder, chunk_rows, document_hash, rows_to_points
     from deployments.embedder_local import shared_embedder
 
     pages = sorted(str(p) for p in MANUAL.rglob("*.html"))[: 60 if quick else None]
@@ -61,7 +61,7 @@ def _manual_ingest_rows(svc: Any, quick: bool) -> list[dict[str, Any]]:
     rows = {}
     for half in (0, 1):  # the baseline's input, prepared untimed: the same chunks Conductor will make
         rows[half] = [r for p in halves[half] for r in chunk_rows(p, Path(p).read_bytes(),
-                                                                  file_hash(Path(p).read_bytes()), settings)]
+                                                                  document_hash(Path(p).read_bytes(), p), settings)]
     base_store_coll, t_base, t_ours, n_ours = "manual_base", 0.0, 0.0, 0
     svc.store.create_collection(base_store_coll, emb.dim, {"embedding_model": svc.cfg.embedding_model})
     sp = {h: [sparse.document(r["embed_text"]) for r in rows[h]] for h in (0, 1)}

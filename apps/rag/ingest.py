@@ -1,7 +1,8 @@
 """Ingestion: discover -> hash -> (parse -> chunk -> embed) only new/changed documents -> upsert -> drop stale chunks.
 
 Incremental and restartable by construction:
-- every document is identified by its path as ingested (absolute) and the sha256 of its bytes;
+- every document is identified by its path as ingested (absolute) and the sha256 of its bytes (and of its
+  parser's version, so a parser that changed re-reads the documents it reads);
 - a chunk's point id is derived from (path, hash, chunk number), so re-running an interrupted ingestion
   overwrites the same points instead of duplicating them;
 - a document counts as done only when all `n_chunks` of its current hash are in the store; older versions of a
@@ -16,15 +17,17 @@ process writing to the store). As a Ray job: `conductor job submit -- conductor 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from apps.rag.chunking import chunk_document
-from apps.rag.parsers import SUMMARY_CHARS, ParseError, kind_of, parse_bytes
+from apps.rag.parsers import PARSER_VERSIONS, SUMMARY_CHARS, ParseError, kind_of, parse_bytes
 from deployments.vectorstore import StorePoint, point_id
 
+log = logging.getLogger(__name__)
 Progress = Callable[[int, int, str], None]  # (documents done, documents to do, message)
 BATCH = 64
 PAGE_AVG_TOKENS = 1500.0  # BM25 length normalisation for whole documents (a manual page, not a chunk)
@@ -71,8 +74,15 @@ def _unsupported(p: str | Path) -> str:
     return f"unsupported file type {Path(p).suffix or '(none)'!r}"
 
 
-def file_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def document_hash(data: bytes, path: str | Path) -> str:
+    """A document's version: the sha256 of its bytes, and of its parser's version where that is past 1. A parser
+    that now reads a kind differently makes every such document new to ingestion, so a collection made by an
+    older release gets the new passages on its next ingestion (not only for the files that changed since)."""
+    h = hashlib.sha256(data)
+    version = PARSER_VERSIONS.get(kind_of(path) or "", 1)
+    if version > 1:
+        h.update(f"\x00parser {kind_of(path)} {version}".encode())
+    return h.hexdigest()
 
 
 class SparseEncoder:
@@ -105,9 +115,15 @@ class SparseEncoder:
 
 
 def chunk_rows(path: str, data: bytes, doc_hash: str, settings: dict[str, Any]) -> list[dict[str, Any]]:
-    """Parse and chunk one document into payload rows (raises ParseError)."""
-    doc = parse_bytes(data, path, settings.get("pdf"))
-    chunks = chunk_document(doc, settings["chunking"], settings["chunk_size"], settings["chunk_overlap"])
+    """Parse and chunk one document into payload rows (raises ParseError: the file's reason to be skipped)."""
+    try:
+        doc = parse_bytes(data, path, settings.get("pdf"))
+        chunks = chunk_document(doc, settings["chunking"], settings["chunk_size"], settings["chunk_overlap"])
+    except ParseError:
+        raise
+    except Exception as e:  # a parser's bug on one odd file skips that file, not the rest of the batch
+        log.exception("parsing %s failed", path)  # the traceback goes to the log; the report gets the reason
+        raise ParseError(f"could not be parsed ({type(e).__name__}); the server log has the details") from None
     if not chunks:
         raise ParseError("no text to index")
     base = {"source": path, "doc_hash": doc_hash, "doc_key": f"{path}\x1f{doc_hash}", "title": doc.title,
@@ -151,7 +167,7 @@ def plan(store: Any, collection: str, paths: Iterable[str | Path]) -> dict[str, 
     todo, unchanged = [], []
     for f in files:
         try:
-            h = file_hash(Path(f).read_bytes())
+            h = document_hash(Path(f).read_bytes(), f)
         except OSError as e:
             skipped[f] = f"unreadable: {e.strerror or e}"
             continue

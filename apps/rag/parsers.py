@@ -17,6 +17,11 @@ from typing import Any
 
 SUPPORTED = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".text": "text", ".rst": "rst",
              ".html": "html", ".htm": "html", ".pdf": "pdf"}
+# A kind's parser version, raised when that parser changes the text, outline or summary it extracts: ingestion then
+# reads every document of that kind again, once, and its old passages go only after the new ones are stored
+# (apps/rag/ingest.py document_hash). 1 for a kind not listed. html 2: page chrome dropped, prose summary, whole
+# headings (2026-12-07).
+PARSER_VERSIONS = {"html": 2}
 
 
 from apps.rag.errors import DocumentTooLarge, ParseError  # noqa: F401  (re-exported: callers catch them here)

@@ -47,6 +47,23 @@ def test_ingest_all_types_then_incremental(service, docs):
     assert len(texts) == 2 and all("Emperor" in t for t in texts)  # old version's chunk and doc point are gone
 
 
+def test_a_parser_upgrade_re_reads_the_documents_of_its_kind_only(service, docs, monkeypatch):
+    """A collection made by an older release: when the HTML parser's version moves on, the next ingestion re-reads
+    the HTML pages (their old passages go once the new ones are stored) and leaves every other file alone."""
+    from apps.rag import ingest
+
+    service.ingest([str(docs)], "kb")
+    html = str(docs / "kettle.html")
+    before = {p["_id"] for p in service.store.iter_payloads("kb", ["source"]) if p["source"] == html}
+    n = service.store.count("kb")
+    monkeypatch.setitem(ingest.PARSER_VERSIONS, "html", ingest.PARSER_VERSIONS.get("html", 1) + 1)
+    r = service.ingest([str(docs)], "kb")
+    assert r.updated == [html] and len(r.unchanged) == 4 and not r.added and not r.deleted, r.as_dict()
+    after = {p["_id"] for p in service.store.iter_payloads("kb", ["source"]) if p["source"] == html}
+    assert after and not after & before and service.store.count("kb") == n  # replaced, not doubled
+    assert sorted(service.ingest([str(docs)], "kb").unchanged) == sorted(r.unchanged + r.updated)
+
+
 def test_a_web_page_is_indexed_without_its_chrome_and_summarised_by_its_prose(service, tmp_path):
     from tests.rag.test_parsing import DOC_PAGE
 
@@ -83,6 +100,28 @@ def test_bad_input_is_skipped_with_reasons_and_leaves_nothing_behind(service, do
     assert len(r.added) == 5
     bad = {str(docs / n) for n in reasons}
     assert not bad & set(_sources(service, "kb"))
+
+
+def test_a_parser_failing_on_one_file_skips_that_file_not_the_batch(service, docs, monkeypatch, caplog):
+    """A parser's own bug (here a RecursionError, as a deeply nested file could raise) is that file's reason in
+    the report, with the traceback in the log; the other files of the batch are ingested."""
+    from apps.rag import parsers
+
+    real = parsers._markdown
+
+    def fails_on_deep(data: bytes):
+        if data.startswith(b"# Deep"):
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(data)
+
+    monkeypatch.setattr(parsers, "_markdown", fails_on_deep)
+    (docs / "deep.md").write_text("# Deep\n\nNested beyond reason.\n")
+    with caplog.at_level("ERROR", logger="apps.rag.ingest"):
+        r = service.ingest([str(docs)], "kb")
+    assert r.skipped == {str(docs / "deep.md"): r.skipped.get(str(docs / "deep.md"))}, r.as_dict()
+    assert "RecursionError" in r.skipped[str(docs / "deep.md")]
+    assert len(r.added) == 5 and str(docs / "deep.md") not in _sources(service, "kb")
+    assert any("deep.md" in rec.getMessage() and rec.exc_info for rec in caplog.records)
 
 
 def test_a_document_that_turns_corrupt_loses_its_old_chunks(service, docs):
