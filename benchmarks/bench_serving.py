@@ -149,9 +149,8 @@ def run(quick: bool = False) -> list[dict]:
         stack = start_stack(Path(tempfile.mkdtemp()), _free_port(), only=["gateway"])
         import torch
 
-        from cluster.config import EmbeddingsConfig
-
-        torch.set_num_threads(EmbeddingsConfig().threads)  # pin the baseline to the replica's threads
+        emb_cfg = stack.config.embeddings
+        torch.set_num_threads(emb_cfg.total_threads)  # the baseline gets the replicas' threads, all of them
         direct, emb = _DirectLLM(), LocalEmbedder("packaged:minilm")
         with httpx.Client(base_url=stack.base_url, headers={"Authorization": f"Bearer {stack.api_key}"},
                       timeout=120, limits=httpx.Limits(max_connections=16)) as h:
@@ -181,7 +180,8 @@ def run(quick: bool = False) -> list[dict]:
         {"name": f"Embeddings, 16 concurrent clients ({n_texts} texts)", "conductor": round(api_eps, 1),
          "baseline": round(direct_eps, 1), "unit": "texts/s", "higher_is_better": True, "goal": "≥ 0.9×",
          "notes": "baseline: sentence-transformers encode, batch 64, one process, torch threads "
-                  f"{__import__('torch').get_num_threads()} (the replica's: embeddings.threads); API: 8 "
+                  f"{__import__('torch').get_num_threads()} (the API's: {emb_cfg.resources.replicas_at_start} replicas "
+                  f"x {emb_cfg.threads} embeddings.threads); API: 8 "
                   f"texts/request, base64 (the openai SDK's default); CPU during the runs: {emb_cpu}"},
     ]
 

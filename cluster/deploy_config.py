@@ -44,22 +44,18 @@ def _ray_version() -> str:
 
 
 def resource_totals(config: ConductorConfig) -> tuple[float, float]:
-    """(CPUs, GPUs) the configured deployments ask for, one replica each (autoscaling adds to it)."""
+    """(CPUs, GPUs) the configured deployments ask for with the replicas they start (autoscaling adds to it)."""
     from cluster.registry import app_registry
 
-    cpus = config.server.gateway.num_cpus + config.embeddings.resources.num_cpus
-    gpus = config.server.gateway.num_gpus + config.embeddings.resources.num_gpus
-    for m in config.models:
-        for b in m.backends:
-            if b.engine not in ("openai",):
-                cpus += b.resources.num_cpus
-                gpus += b.resources.num_gpus
+    every = [config.embeddings.resources]
+    every += [b.resources for m in config.models for b in m.backends if b.engine not in ("openai",)]
     for decl in app_registry(config):
         section = getattr(config, decl.section, None) if decl.section else None
         res = getattr(section, "resources", None)
         if decl.enabled(config) and res is not None:
-            cpus += res.num_cpus
-            gpus += res.num_gpus
+            every.append(res)
+    cpus = config.server.gateway.num_cpus + sum(r.num_cpus * r.replicas_at_start for r in every)
+    gpus = config.server.gateway.num_gpus + sum(r.num_gpus * r.replicas_at_start for r in every)
     return cpus, gpus
 
 
