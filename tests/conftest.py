@@ -218,3 +218,44 @@ def redis_server(tmp_path_factory):
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture
+def forked_child_hazard():
+    """A live thread whose thread-local object's destructor blocks, but only in a forked child: what PyAV's scaler
+    context did in the video service (it waited for its own worker threads, which a fork does not copy). Code that
+    runs Python between fork and exec (`preexec_fn`) stalls in that child, and its caller with it. Yields a call
+    that runs a function in a thread and says whether it returned within `seconds`. The block lasts STALL_S, not
+    forever, so a stalled child still ends (and lets go of the test run's pipes) before teardown finishes."""
+    import threading
+    import time
+
+    stall_s, parent, workers = 20.0, os.getpid(), []
+
+    class BlocksInAForkedChild:
+        def __del__(self):
+            if os.getpid() != parent:
+                time.sleep(stall_s)
+
+    local, ready, done = threading.local(), threading.Event(), threading.Event()
+
+    def hold() -> None:
+        local.obj = BlocksInAForkedChild()
+        ready.set()
+        done.wait()
+
+    threading.Thread(target=hold, daemon=True).start()
+    ready.wait()
+
+    def returns_within(fn, seconds: float = 30.0) -> bool:
+        assert seconds < stall_s, "a stall must outlast the wait to be seen"
+        worker = threading.Thread(target=fn, daemon=True)
+        workers.append(worker)
+        worker.start()
+        worker.join(seconds)
+        return not worker.is_alive()
+
+    yield returns_within
+    done.set()
+    for worker in workers:
+        worker.join(stall_s + 30)

@@ -43,6 +43,7 @@ ENVIRON_READS = {
     "deployments/secrets.py": "the one secret reader, and the credential-free environment of sandboxed children",
     "deployments/packaged.py": "$CONDUCTOR_CACHE, where packaged models unpack",
     "deployments/mount_guard.py": "Serve's proxy callback has no config: the keys file path the head was given",
+    "deployments/limited_exec.py": "the launcher child, before exec: PATH, to find its command as it starts it",
 }
 
 

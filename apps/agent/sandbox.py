@@ -21,7 +21,6 @@ there is no weaker fallback.
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -32,10 +31,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from cluster.config import AgentSandboxConfig
+from deployments.limited_exec import LAUNCH_FAILED, Limits, limited_argv
 
 NOBODY_UID = 65534
 BOX = "/box"  # where the throwaway work dir appears inside the sandbox
-UNAVAILABLE = 97  # exit code of our pre-exec step when it cannot drop privileges
+UNAVAILABLE = LAUNCH_FAILED  # the launcher could not apply the limits or drop to nobody
 
 # The limits live in the config so they are documented and validated with the rest of it.
 SandboxLimits = AgentSandboxConfig
@@ -85,24 +85,15 @@ def _user_processes(uid: int) -> int:
     return n
 
 
-def _preexec(limits: SandboxLimits, as_nobody: bool, nproc: int):  # runs in the child, before exec of bwrap
-    def fn() -> None:
-        mem = limits.memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.max_file_bytes, limits.max_file_bytes))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        try:
-            if as_nobody:  # root ignores RLIMIT_NPROC: run as a user it binds
-                os.setgroups([])
-                os.setgid(NOBODY_UID)
-                os.setuid(NOBODY_UID)
-            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-        except OSError:
-            os._exit(UNAVAILABLE)
-
-    return fn
+def _limits(limits: SandboxLimits, as_nobody: bool, nproc: int) -> Limits:
+    """What bwrap and everything under it runs with, set before bwrap starts (deployments/limited_exec.py)."""
+    mem = limits.memory_mb * 1024 * 1024
+    return Limits(
+        rlimits={"RLIMIT_AS": (mem, mem), "RLIMIT_CPU": (limits.cpu_s, limits.cpu_s + 1),
+                 "RLIMIT_FSIZE": (limits.max_file_bytes, limits.max_file_bytes), "RLIMIT_NOFILE": (64, 64),
+                 "RLIMIT_CORE": (0, 0)},
+        uid=NOBODY_UID if as_nobody else None,  # root ignores RLIMIT_NPROC: run as a user it binds
+        after_user={"RLIMIT_NPROC": (nproc, nproc)})
 
 
 def _bwrap_argv(workdir: str, python: str, extra_ro: list[str], script: str) -> list[str]:
@@ -190,10 +181,9 @@ def run_python(code: str, limits: SandboxLimits | None = None, _probe: bool = Fa
             os.chown(script, NOBODY_UID, NOBODY_UID)
         start = time.monotonic()
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            proc = subprocess.Popen(_bwrap_argv(workdir, python, extra_ro, script), cwd="/",
-                                    env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    start_new_session=True,
-                                    preexec_fn=_preexec(limits, as_nobody, nproc), close_fds=True)
+            argv = limited_argv(_bwrap_argv(workdir, python, extra_ro, script), _limits(limits, as_nobody, nproc))
+            proc = subprocess.Popen(argv, cwd="/", env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=err, start_new_session=True, close_fds=True)
             killed = None
             try:
                 proc.wait(timeout=limits.wall_s)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from cluster.config import VideoLimits
+from deployments.limited_exec import Limits, limited_argv
 
 
 class ProbeError(ValueError):
@@ -122,25 +122,20 @@ def precheck(path: str | os.PathLike, limits: VideoLimits) -> int:
     return size
 
 
-def _cap_memory(mb: int):
-    def apply() -> None:  # runs in the child between fork and exec
-        resource.setrlimit(resource.RLIMIT_AS, (mb * 1024 * 1024, mb * 1024 * 1024))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    return apply
-
-
 def probe(path: str | os.PathLike, limits: VideoLimits | None = None) -> MediaInfo:
     """Probe in a child process capped in memory and time; raises ProbeError with a reason on any rejection."""
     limits = limits or VideoLimits()
     precheck(path, limits)
-    cmd = [sys.executable, "-m", "apps.video.probe", str(path), limits.model_dump_json()]
+    mem = limits.worker_memory_mb * 1024 * 1024
+    cmd = limited_argv([sys.executable, "-m", "apps.video.probe", str(path), limits.model_dump_json()],
+                       Limits({"RLIMIT_AS": (mem, mem), "RLIMIT_CORE": (0, 0)}))
     root = str(Path(__file__).resolve().parents[2])
     from deployments.secrets import child_env
 
     env = child_env(PYTHONPATH=root)  # the probe parses untrusted media: it gets no credential
     try:
         out = subprocess.run(cmd, capture_output=True, timeout=limits.probe_timeout_s, env=env, cwd=root,
-                             preexec_fn=_cap_memory(limits.worker_memory_mb), check=False)
+                             check=False)
     except subprocess.TimeoutExpired:
         raise ProbeError(f"probe took longer than {limits.probe_timeout_s:g} s; file rejected") from None
     try:

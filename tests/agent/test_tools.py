@@ -105,6 +105,12 @@ def test_sandbox_runs_code_in_a_throwaway_dir():
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "conductor-sandbox-*"))) == before  # deleted afterwards
 
 
+def test_the_sandbox_starts_from_a_threaded_server_whatever_its_threads_hold(forked_child_hazard):
+    got = []
+    assert forked_child_hazard(lambda: got.append(run_python("print(6 * 7)", LIMITS)), seconds=15)
+    assert got[0].exit_code == 0 and got[0].stdout.strip() == "42"
+
+
 @pytest.mark.parametrize("code,reason", [
     ("while True: pass", "cpu_time"),
     ("import time; time.sleep(60)", "wall_time"),

@@ -34,6 +34,14 @@ def test_real_clips_pass(bikes, std_clip):
     assert std.audio_codec == "aac" and abs(std.duration - std_clip.duration) < 0.3
 
 
+def test_a_probe_in_a_threaded_server_is_not_stalled_by_other_threads_state(bikes, forked_child_hazard):
+    """An upload hung here once: the probe's child ran Python between fork and exec, where another thread's PyAV
+    scaler was freed and waited forever (deployments/limited_exec.py)."""
+    got = []
+    assert forked_child_hazard(lambda: got.append(probe(bikes)), seconds=15)
+    assert got[0].frames == 250
+
+
 def test_giant_header_rejected(tmp_path):
     # FFmpeg itself refuses 65535x65535; our limit catches sizes FFmpeg would accept.
     assert "65535x65535 is invalid" in str(_reject(_y4m(tmp_path / "huge.y4m", 65535, 65535)))
