@@ -225,7 +225,7 @@ def forked_child_hazard():
     """A live thread whose thread-local object's destructor blocks, but only in a forked child: what PyAV's scaler
     context did in the video service (it waited for its own worker threads, which a fork does not copy). Code that
     runs Python between fork and exec (`preexec_fn`) stalls in that child, and its caller with it. Yields a call
-    that runs a function in a thread and says whether it returned within `seconds`. The block lasts STALL_S, not
+    that runs a function in a thread and says whether it returned within `seconds`. The block lasts `stall_s`, not
     forever, so a stalled child still ends (and lets go of the test run's pipes) before teardown finishes."""
     import threading
     import time
@@ -247,7 +247,7 @@ def forked_child_hazard():
     threading.Thread(target=hold, daemon=True).start()
     ready.wait()
 
-    def returns_within(fn, seconds: float = 30.0) -> bool:
+    def returns_within(fn, seconds: float = 15.0) -> bool:
         assert seconds < stall_s, "a stall must outlast the wait to be seen"
         worker = threading.Thread(target=fn, daemon=True)
         workers.append(worker)
