@@ -78,10 +78,10 @@ def document_hash(data: bytes, path: str | Path) -> str:
     """A document's version: the sha256 of its bytes, and of its parser's version where that is past 1. A parser
     that now reads a kind differently makes every such document new to ingestion, so a collection made by an
     older release gets the new passages on its next ingestion (not only for the files that changed since)."""
-    h = hashlib.sha256(data)
-    version = PARSER_VERSIONS.get(kind_of(path) or "", 1)
+    h, kind = hashlib.sha256(data), kind_of(path)
+    version = PARSER_VERSIONS.get(kind or "", 1)
     if version > 1:
-        h.update(f"\x00parser {kind_of(path)} {version}".encode())
+        h.update(f"\x00parser {kind} {version}".encode())
     return h.hexdigest()
 
 

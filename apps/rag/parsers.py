@@ -194,7 +194,7 @@ def _prose_summary(root: Any, limit: int = SUMMARY_CHARS) -> str:
     SYNOPSIS, the Git user manual with its table of contents)."""
     out = ""
     for el in root.find_all(_PROSE):
-        if el.find_parent(_PROSE) or el.find_parent(["pre", "table", "code"]):
+        if el.find_parent([*_PROSE, "pre", "table", "code"]):  # one walk up: nested prose, or code and tables
             continue
         text = " ".join(el.get_text(" ", strip=True).split())
         links = sum(len(a.get_text(" ", strip=True)) for a in el.find_all("a"))
