@@ -212,6 +212,33 @@ def replica_gone(e: BaseException) -> bool:
                           DeploymentUnavailableError))
 
 
+class RestartWait:
+    """Asking a deployment again while its replica is gone: Serve restarts it, or its other replicas take the call.
+    Up to `grace_s` from the first loss, pauses doubling from 0.1 s to 1 s. The router's fallback loop and the calls
+    that have no fallback chain (the embeddings deployment) wait the same way."""
+
+    def __init__(self, grace_s: float):
+        self.grace_s, self.since, self.pause = grace_s, None, 0.1
+
+    def within_grace(self) -> bool:
+        self.since = self.since or time.monotonic()
+        return time.monotonic() - self.since < self.grace_s
+
+    async def sleep(self, deadline: float) -> None:
+        await asyncio.sleep(min(self.pause, max(0.0, deadline - time.monotonic())))
+        self.pause = min(self.pause * 2, 1.0)
+
+    async def call(self, fn: Any, deadline: float) -> Any:
+        """`await fn()`, again after each replica loss within the grace and the deadline; the last error raises."""
+        while True:
+            try:
+                return await fn()
+            except Exception as e:
+                if not (replica_gone(e) and self.within_grace() and time.monotonic() < deadline):
+                    raise
+            await self.sleep(deadline)
+
+
 def overloaded(e: BaseException) -> bool:
     """The backend's queue is full (max_queued_requests): shed load, no strike against the backend."""
     try:
@@ -337,8 +364,7 @@ class Router:
         attempts: list[Attempt] = []
         shed = False
         async for backend in self._candidates(model, attempts, order):
-            gone_since: float | None = None
-            pause = 0.1
+            restart = RestartWait(self.restart_grace_s)
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -355,14 +381,11 @@ class Router:
                         raise
                     err = e
                 except Exception as e:  # a dead replica, an actor error: the backend's problem, not the caller's
-                    if replica_gone(e):
-                        gone_since = gone_since or time.monotonic()
-                        if time.monotonic() - gone_since < self.restart_grace_s:
-                            self.metrics.errors.inc(model=model.config.id, backend=backend.name, endpoint=endpoint,
-                                                    kind="replica_restarting")
-                            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-                            pause = min(pause * 2, 1.0)
-                            continue
+                    if replica_gone(e) and restart.within_grace():
+                        self.metrics.errors.inc(model=model.config.id, backend=backend.name, endpoint=endpoint,
+                                                kind="replica_restarting")
+                        await restart.sleep(deadline)
+                        continue
                     err = EngineError(503, f"{type(e).__name__}: {e}"[:300])
                     if overloaded(e):
                         err = EngineError(429, "queue full")

@@ -156,3 +156,44 @@ def test_killed_llm_replica_is_waited_for_not_failed(serve_stack):
     assert kills == 2 and len(codes) > 50
     assert codes.count(200) / len(codes) >= 0.99, {c: codes.count(c) for c in set(codes)}
     assert engine_pid(serve_stack) not in (None, before)  # Serve really restarted it
+
+
+def test_an_embedder_replica_killed_mid_request_loses_no_request(serve_stack):
+    """SIGKILL an embedder replica twice under 8 clients: the calls it held are asked again (the other replica, or
+    its restart) and every request is answered 200. Before, each call the replica held answered 500."""
+    import os
+    import signal
+    import threading
+
+    import psutil
+
+    def replicas() -> list[int]:
+        return sorted(p.pid for p in psutil.process_iter(["cmdline"])
+                      if "ServeReplica:gateway:Embedder" in " ".join(p.info["cmdline"] or []))
+
+    stop, codes = threading.Event(), []
+
+    def client(i: int) -> None:
+        with serve_stack.http(timeout=120) as c:
+            while not stop.is_set():
+                codes.append(c.post("/v1/embeddings", json={"input": [f"text {i} {j}" for j in range(8)]}).status_code)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    killed = []
+    try:
+        for _ in range(2):
+            time.sleep(5)
+            killed.append(replicas()[0])
+            os.kill(killed[-1], signal.SIGKILL)
+        time.sleep(5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(180)
+    assert len(codes) > 50 and set(codes) == {200}, {c: codes.count(c) for c in set(codes)}
+    deadline = time.monotonic() + 120
+    while (len(replicas()) < 2 or set(killed) & set(replicas())) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert len(replicas()) == 2 and not set(killed) & set(replicas())  # Serve brought both back
