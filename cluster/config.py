@@ -295,7 +295,12 @@ class RagConfig(_Strict):
     low_relevance_threshold: float = Field(
         0.3, description="Below this best dense cosine the answer carries a low-relevance warning.")
     reranker: str | None = Field(
-        None, description="Local sentence-transformers CrossEncoder dir for rerank; None = built-in rescoring.")
+        None, description="Rerank model on this server: a GGUF reranker file (run by llama.cpp) or a "
+        "sentence-transformers CrossEncoder folder; None = built-in rescoring. Used by searches with rerank on.")
+    reranker_threads: int = Field(2, ge=1, le=256, description="CPU threads of a GGUF reranker.")
+    rerank_candidates: int = Field(20, ge=1, le=200, description="Documents whose best passage rerank scores (at "
+                                   "least k). A reranker model reads each pair whole: on 2 CPU cores a 135M GGUF "
+                                   "took 0.6 s a pair (BENCHMARKS.md).")
     ingest_roots: list[str] = Field(
         default_factory=list, description="Server folders the HTTP API may ingest by path (uploads always allowed).")
     max_context_chars: int = Field(6000, ge=500, description="Context budget in the answer prompt.")

@@ -61,6 +61,7 @@ def _call(client: Any, method: str, path: str, **kw: Any) -> Any:
 
 def _local(local: Any) -> Any:
     from apps.rag.library import RagError
+    from apps.rag.rerankers import RerankerUnavailable
 
     try:
         svc = _service()
@@ -70,7 +71,7 @@ def _local(local: Any) -> Any:
         raise click.ClickException(str(e)) from None
     try:
         return local(svc)
-    except (RagError, StoreError) as e:
+    except (RagError, StoreError, RerankerUnavailable) as e:
         raise click.ClickException(str(e)) from None
     finally:
         svc.close()
@@ -170,7 +171,7 @@ def _query_opts(f: Any) -> Any:
     f = click.option("--collection", "-c", required=True, help="Collection to search.")(f)
     f = click.option("--k", type=click.IntRange(1, 100), default=5, help="Passages to retrieve.")(f)
     f = click.option("--mode", type=click.Choice(["dense", "sparse", "hybrid"]), default="hybrid")(f)
-    f = click.option("--rerank", is_flag=True, help="Rescore fused candidates.")(f)
+    f = click.option("--rerank", is_flag=True, help="Rescore fused candidates (with rag.reranker when one is set).")(f)
     f = click.option("--url", default=None, help="Use a running Conductor server's HTTP API.")(f)
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(f)
 

@@ -65,7 +65,8 @@ class RagService:
     @property
     def reranker(self) -> Reranker:
         if self._reranker is None:
-            self._reranker = Reranker(self.cfg.reranker, self.sparse, self.cfg.rerank_lexical_weight)
+            self._reranker = Reranker(self.cfg.reranker, self.sparse, self.cfg.rerank_lexical_weight,
+                                      self.cfg.reranker_threads)
         return self._reranker
 
     def close(self) -> None:

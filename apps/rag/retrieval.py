@@ -10,9 +10,10 @@ passage (chunk-level RRF), which is what answers are written from.
 Every hit carries its dense cosine to the question (computed from the stored vector), whatever the mode: RRF
 scores are rank-based and say nothing about relevance, so the low-relevance warning uses the cosine.
 
-Rerank: a local sentence-transformers CrossEncoder when `rag.reranker` names one (none ships in a package here);
-otherwise the built-in rescoring of the fused candidates: dense cosine plus a bonus for the share of the query's
-BM25 terms the passage contains (what RRF's rank-only view throws away).
+Rerank: the model `rag.reranker` names -- a GGUF reranker run by llama.cpp, or a sentence-transformers CrossEncoder
+folder (rerankers.py; none ships in a package here); otherwise the built-in rescoring of the fused candidates:
+dense cosine plus a bonus for the share of the query's BM25 terms the passage contains (what RRF's rank-only view
+throws away). Either way the first `rag.rerank_candidates` documents are rescored by their best passage.
 """
 
 from __future__ import annotations
@@ -71,20 +72,22 @@ def to_hit(h: StoreHit, qvec: Any, score: float | None = None) -> Hit:
 
 
 class Reranker:
-    def __init__(self, model_dir: str | None, sparse: Any, lexical_weight: float = 0.1):
+    """Rescores candidates: with the model `rag.reranker` names (rerankers.py), else with the built-in rescoring."""
+
+    def __init__(self, model_spec: str | None, sparse: Any, lexical_weight: float = 0.1, threads: int = 2):
         self.sparse = sparse
         self.lexical_weight = lexical_weight
-        self.cross = None
-        if model_dir:
-            from sentence_transformers import CrossEncoder
+        self.model = None
+        if model_spec:
+            from apps.rag.rerankers import load_rerank_model
 
-            self.cross = CrossEncoder(model_dir, device="cpu")
+            self.model = load_rerank_model(model_spec, threads)
 
     def rescore(self, question: str, hits: list[Hit]) -> list[Hit]:
         if not hits:
             return hits
-        if self.cross is not None:
-            scores = [float(s) for s in self.cross.predict([(question, h.text) for h in hits])]
+        if self.model is not None:
+            scores = self.model.score(question, [h.text for h in hits])
         else:
             # IDF over the candidate pool: a query term few candidates contain (an error code, an identifier)
             # decides more than one they all share.
@@ -155,7 +158,9 @@ def search_documents(store: Any, collection: str, question: str, qvec: Any, spar
         for h in store.query(collection, dense, svec, params.mode, fetch_k, fetch_k):
             best.setdefault(h.payload.get("source", ""), to_hit(h, qvec))
         if params.rerank and reranker is not None:
-            best = {h.source: h for h in reranker.rescore(question, list(best.values()))}
+            n = max(params.k, defaults.rerank_candidates)
+            hits = list(best.values())
+            best = {h.source: h for h in reranker.rescore(question, hits[:n]) + hits[n:]}
         return [DocumentHit(source=s, title=h.title, score=h.score, best=h) for s, h in list(best.items())[: params.k]]
     # Fused here rather than with Qdrant's Fusion.Rrf: qdrant-edge 0.9 does not scale each list's contribution by
     # its weight (measured: weights [5, 1] moved a rank-1 score from 1/60 to 1/59.2).
@@ -181,7 +186,8 @@ def search_documents(store: Any, collection: str, question: str, qvec: Any, spar
             ranks.setdefault(src, {})[name] = int(rank)
     order = sorted(scores, key=lambda s_: -scores[s_])
     if params.rerank and reranker is not None:
-        order = _rerank_documents(question, order[: max(params.k, fetch_k // 2)], best, scores, reranker, k)
+        order = _rerank_documents(question, order[: max(params.k, defaults.rerank_candidates)], best, scores,
+                                  reranker, k)
     out = []
     for src in order[: params.k]:
         hit = best.get(src) or _best_passage(store, collection, src, dense, svec, qvec, fetch_k)

@@ -39,7 +39,8 @@ class QueryRequest(BaseModel):
     question: str = Field(..., description="The question.")
     k: int = Field(5, ge=1, le=100, description="Passages to retrieve.")
     mode: Literal["dense", "sparse", "hybrid"] = Field("hybrid", description="Retrieval mode.")
-    rerank: bool = Field(False, description="Rescore fused candidates.")
+    rerank: bool = Field(False, description="Rescore the fused candidates: with the model `rag.reranker` names when "
+                         "the server has one, else the built-in rescoring.")
     model: str | None = Field(None, description="Chat model id; default rag.chat_model.")
     stream: bool = Field(False, description="Server-sent events: sources, deltas, then the final answer.")
 
@@ -96,11 +97,12 @@ class _Routes:
     def call(fn: Callable[[], Any]) -> Any:
         from apps.common import APIError
         from apps.rag.library import RagError
+        from apps.rag.rerankers import RerankerUnavailable
         from deployments.vectorstore import StoreError, StoreLockedError
 
         try:
             return fn()
-        except StoreLockedError as e:  # another process holds the embedded store: not the caller's fault
+        except (StoreLockedError, RerankerUnavailable) as e:  # the server's state or setup, not the caller's fault
             raise APIError(503, str(e), "server_error") from None
         except (RagError, StoreError, ValueError) as e:  # ValueError: a bad question set or mode
             raise APIError(404 if "does not exist" in str(e) else 400, str(e)) from None

@@ -1,0 +1,118 @@
+"""Rerank models: `rag.reranker` names one, and rerank scores the fused candidates' passages with it.
+
+- a `.gguf` file: a llama.cpp reranker (bge-reranker, jina-reranker, Qwen3-Reranker GGUFs) run in this process by
+  the `xllamacpp` wheel's rerank endpoint, the same llama.cpp build that serves the chat models;
+- a folder: a sentence-transformers CrossEncoder.
+
+None ships in a package here (shared/MODELS.md), so the offline default stays the built-in rescoring in
+`retrieval.Reranker`. A model that cannot be loaded is the server's fault, not the caller's: `RerankerUnavailable`
+answers 503 with the reason, and searches without rerank go on working.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Protocol
+
+# A passage is ~800 characters by default (`rag.chunk_size`); longer ones are cut here so query + passage fit one
+# llama.cpp batch (a reranker reads the pair in one pass and refuses an input larger than its batch).
+MAX_PASSAGE_CHARS = 2000
+RERANK_CONTEXT = 2048  # tokens per pair: the query and a cut passage, with room to spare
+
+
+class RerankerUnavailable(RuntimeError):
+    """The configured reranker could not be loaded or failed: the reason, without the caller's text."""
+
+
+class RerankModel(Protocol):
+    def score(self, question: str, passages: list[str]) -> list[float]:
+        """One relevance score per passage, higher = more relevant."""
+
+
+class CrossEncoderModel:
+    def __init__(self, path: str):
+        from sentence_transformers import CrossEncoder
+
+        self.model = CrossEncoder(path, device="cpu")
+
+    def score(self, question: str, passages: list[str]) -> list[float]:
+        return [float(s) for s in self.model.predict([(question, p[:MAX_PASSAGE_CHARS]) for p in passages])]
+
+
+class LlamaCppRerankModel:
+    """A GGUF reranker in llama.cpp's rerank mode (rank pooling): one server, one slot; concurrent searches queue
+    inside llama.cpp rather than each loading the model."""
+
+    def __init__(self, path: str, threads: int):
+        try:
+            import xllamacpp
+        except ImportError as e:  # pragma: no cover - depends on the install
+            raise RerankerUnavailable("a .gguf reranker needs `pip install xllamacpp`") from e
+        if not has_rank_head(path):
+            raise RerankerUnavailable(f"llama.cpp could not load {Path(path).name} as a reranker: it has no "
+                                      "classification head (cls.output), so it is not a reranker GGUF")
+        p = xllamacpp.CommonParams()
+        p.model.path = path
+        p.embedding = True
+        p.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_RANK
+        p.n_parallel = 1
+        p.n_ctx = p.n_batch = p.n_ubatch = RERANK_CONTEXT
+        p.cpuparams.n_threads = p.cpuparams_batch.n_threads = threads
+        try:
+            self.server = xllamacpp.Server(p)
+        except RuntimeError as e:  # llama.cpp logs why; the usual cause is a GGUF without a rank head
+            raise RerankerUnavailable(f"llama.cpp could not load {Path(path).name} as a reranker (a reranker GGUF "
+                                      "has a classification head; the server log has llama.cpp's reason)") from e
+
+    def score(self, question: str, passages: list[str]) -> list[float]:
+        try:
+            out = self.server.handle_rerank({"query": question, "top_n": len(passages),
+                                             "documents": [p[:MAX_PASSAGE_CHARS] for p in passages]})
+        except ValueError as e:
+            raise RerankerUnavailable(f"llama.cpp refused the rerank: {str(e)[:200]}") from None
+        if not isinstance(out, dict) or "results" not in out:
+            err = out.get("error") if isinstance(out, dict) else out
+            msg = err.get("message", err) if isinstance(err, dict) else err
+            raise RerankerUnavailable(f"llama.cpp's rerank failed: {str(msg)[:200]}")
+        scores = [float("-inf")] * len(passages)
+        for r in out["results"]:
+            scores[int(r["index"])] = float(r["relevance_score"])
+        return scores
+
+
+def has_rank_head(path: str) -> bool:
+    """Whether a GGUF carries a classification head. llama.cpp loads a chat model in rank mode too and scores with
+    whatever its pooled state holds: numbers, but not relevance."""
+    import gguf
+
+    try:
+        return any(t.name in ("cls.output.weight", "cls.weight") for t in gguf.GGUFReader(path).tensors)
+    except (ValueError, OSError) as e:  # not a GGUF, or truncated
+        raise RerankerUnavailable(f"rag.reranker: {Path(path).name} is not a readable GGUF file") from e
+
+
+_loaded: dict[tuple[str, int], RerankModel] = {}
+_loading = threading.Lock()
+
+
+def load_rerank_model(spec: str, threads: int = 2) -> RerankModel:
+    """The model `rag.reranker` names, loaded once per process (a RagService per request must not reload it)."""
+    path = Path(spec).expanduser()
+    key = (str(path), threads)
+    with _loading:
+        if key in _loaded:
+            return _loaded[key]
+        if not path.exists():
+            raise RerankerUnavailable(f"rag.reranker: {path} does not exist on this server")
+        try:
+            model: RerankModel = (LlamaCppRerankModel(str(path), threads) if path.suffix.lower() == ".gguf"
+                                  else CrossEncoderModel(str(path)))
+        except RerankerUnavailable:
+            raise
+        except Exception as e:  # a folder that is not a CrossEncoder, a corrupt file
+            raise RerankerUnavailable(f"rag.reranker: {path.name} could not be loaded "
+                                      f"({type(e).__name__})") from e
+        _loaded[key] = model
+        return model
+
