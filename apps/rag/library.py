@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -195,26 +196,28 @@ class RagService:
                            f"are embedded with {self.cfg.embedding_model!r}; refusing to mix models")
         return meta
 
-    def search(self, collection: str, question: str, params: SearchParams | None = None) -> list[Hit]:
-        return [d.best for d in self.search_documents(collection, question, params)]
+    def search(self, collection: str, question: str, params: SearchParams | None = None,
+               stop: threading.Event | None = None) -> list[Hit]:
+        return [d.best for d in self.search_documents(collection, question, params, stop=stop)]
 
     def search_documents(self, collection: str, question: str, params: SearchParams | None = None,
-                         qvec: Any = None) -> list[DocumentHit]:
+                         qvec: Any = None, stop: threading.Event | None = None) -> list[DocumentHit]:
+        """`stop`: set when the request is cancelled; a rerank model then stops (RerankCancelled)."""
         params = params or SearchParams(k=self.cfg.top_k)
         meta = self._check_query(collection, question)
         if qvec is None:
             qvec = self.embedder.embed([question.strip()])[0]
         try:
             return search_documents(self.store, collection, question.strip(), qvec, self.sparse, params, self.cfg,
-                                    self.reranker if params.rerank else None, bool(meta.get("doc_index")))
+                                    self.reranker if params.rerank else None, bool(meta.get("doc_index")), stop)
         except StoreLockedError:
             raise
         except StoreError as e:
             raise RagError(str(e)) from None
 
     def ask(self, collection: str, question: str, params: SearchParams | None = None,
-            model: str | None = None) -> Answer:
-        hits = self.search(collection, question, params)
+            model: str | None = None, stop: threading.Event | None = None) -> Answer:
+        hits = self.search(collection, question, params, stop)
         warning = low_relevance(hits, self.cfg.low_relevance_threshold)
         if warning:
             return make_answer(NO_ANSWER, hits, None, warning).model_copy(update={"citations": []})
@@ -224,9 +227,9 @@ class RagService:
         return self._grounded(question, make_answer(text, hits, model, None), hits)
 
     def ask_stream(self, collection: str, question: str, params: SearchParams | None = None,
-                   model: str | None = None) -> Iterator[dict[str, Any]]:
+                   model: str | None = None, stop: threading.Event | None = None) -> Iterator[dict[str, Any]]:
         """Events: {"type": "sources", ...}, {"type": "delta", "text"}, then {"type": "answer", <Answer>}."""
-        hits = self.search(collection, question, params)
+        hits = self.search(collection, question, params, stop)
         warning = low_relevance(hits, self.cfg.low_relevance_threshold)
         yield {"type": "sources", "sources": [h.model_dump() for h in hits], "warning": warning}
         if warning:

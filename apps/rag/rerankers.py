@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Protocol
 
+PAIRS_PER_CALL = 4  # pairs scored between two looks at the caller: a stop waits for at most this many
 # A passage is ~800 characters by default (`rag.chunk_size`); longer ones are cut here so query + passage fit one
 # llama.cpp batch (a reranker reads the pair in one pass and refuses an input larger than its batch).
 MAX_PASSAGE_CHARS = 2000
@@ -25,9 +27,22 @@ class RerankerUnavailable(RuntimeError):
     """The configured reranker could not be loaded or failed: the reason, without the caller's text."""
 
 
+class RerankCancelled(Exception):
+    """The request that asked for the rerank was cancelled (its client left); the scoring stopped."""
+
+
+def _groups(n: int, stop: threading.Event | None) -> Iterator[slice]:
+    """Slices of PAIRS_PER_CALL pairs, checking `stop` before each: a model that takes seconds a pair on a CPU
+    stops within one group of a caller leaving, instead of scoring on for nobody."""
+    for i in range(0, n, PAIRS_PER_CALL):
+        if stop is not None and stop.is_set():
+            raise RerankCancelled
+        yield slice(i, min(i + PAIRS_PER_CALL, n))
+
+
 class RerankModel(Protocol):
-    def score(self, question: str, passages: list[str]) -> list[float]:
-        """One relevance score per passage, higher = more relevant."""
+    def score(self, question: str, passages: list[str], stop: threading.Event | None = None) -> list[float]:
+        """One relevance score per passage, higher = more relevant; RerankCancelled once `stop` is set."""
 
 
 class CrossEncoderModel:
@@ -36,8 +51,9 @@ class CrossEncoderModel:
 
         self.model = CrossEncoder(path, device="cpu")
 
-    def score(self, question: str, passages: list[str]) -> list[float]:
-        return [float(s) for s in self.model.predict([(question, p[:MAX_PASSAGE_CHARS]) for p in passages])]
+    def score(self, question: str, passages: list[str], stop: threading.Event | None = None) -> list[float]:
+        pairs = [(question, p[:MAX_PASSAGE_CHARS]) for p in passages]
+        return [float(s) for part in _groups(len(pairs), stop) for s in self.model.predict(pairs[part])]
 
 
 class LlamaCppRerankModel:
@@ -65,7 +81,15 @@ class LlamaCppRerankModel:
             raise RerankerUnavailable(f"llama.cpp could not load {Path(path).name} as a reranker (a reranker GGUF "
                                       "has a classification head; the server log has llama.cpp's reason)") from e
 
-    def score(self, question: str, passages: list[str]) -> list[float]:
+    def score(self, question: str, passages: list[str], stop: threading.Event | None = None) -> list[float]:
+        scores = [float("-inf")] * len(passages)
+        for part in _groups(len(passages), stop):
+            for i, score in self._score(question, passages[part]):
+                scores[part.start + i] = score
+        return scores
+
+    def _score(self, question: str, passages: list[str]) -> list[tuple[int, float]]:
+        """(index in `passages`, score) pairs: llama.cpp answers best first."""
         try:
             out = self.server.handle_rerank({"query": question, "top_n": len(passages),
                                              "documents": [p[:MAX_PASSAGE_CHARS] for p in passages]})
@@ -75,10 +99,7 @@ class LlamaCppRerankModel:
             err = out.get("error") if isinstance(out, dict) else out
             msg = err.get("message", err) if isinstance(err, dict) else err
             raise RerankerUnavailable(f"llama.cpp's rerank failed: {str(msg)[:200]}")
-        scores = [float("-inf")] * len(passages)
-        for r in out["results"]:
-            scores[int(r["index"])] = float(r["relevance_score"])
-        return scores
+        return [(int(r["index"]), float(r["relevance_score"])) for r in out["results"]]
 
 
 def has_rank_head(path: str) -> bool:

@@ -19,6 +19,7 @@ throws away). Either way the first `rag.rerank_candidates` documents are rescore
 from __future__ import annotations
 
 import math
+import threading
 
 from typing import Any, Literal
 
@@ -83,11 +84,12 @@ class Reranker:
 
             self.model = load_rerank_model(model_spec, threads)
 
-    def rescore(self, question: str, hits: list[Hit]) -> list[Hit]:
+    def rescore(self, question: str, hits: list[Hit], stop: threading.Event | None = None) -> list[Hit]:
+        """`stop`: set when the request is cancelled; a model's scoring then ends with RerankCancelled."""
         if not hits:
             return hits
         if self.model is not None:
-            scores = self.model.score(question, [h.text for h in hits])
+            scores = self.model.score(question, [h.text for h in hits], stop)
         else:
             # IDF over the candidate pool: a query term few candidates contain (an error code, an identifier)
             # decides more than one they all share.
@@ -149,7 +151,8 @@ def _doc_ranks(hits: list[StoreHit]) -> list[tuple[str, float]]:
 
 
 def search_documents(store: Any, collection: str, question: str, qvec: Any, sparse: Any, params: SearchParams,
-                     defaults: Any, reranker: Reranker | None = None, doc_index: bool = False) -> list[DocumentHit]:
+                     defaults: Any, reranker: Reranker | None = None, doc_index: bool = False,
+                     stop: threading.Event | None = None) -> list[DocumentHit]:
     """The k best documents, each with its best passage."""
     fetch_k = params.fetch_k or defaults.fetch_k
     svec, dense = sparse.query(question), [float(x) for x in qvec]
@@ -160,7 +163,7 @@ def search_documents(store: Any, collection: str, question: str, qvec: Any, spar
         if params.rerank and reranker is not None:
             n = max(params.k, defaults.rerank_candidates)
             hits = list(best.values())
-            best = {h.source: h for h in reranker.rescore(question, hits[:n]) + hits[n:]}
+            best = {h.source: h for h in reranker.rescore(question, hits[:n], stop) + hits[n:]}
         return [DocumentHit(source=s, title=h.title, score=h.score, best=h) for s, h in list(best.items())[: params.k]]
     # Fused here rather than with Qdrant's Fusion.Rrf: qdrant-edge 0.9 does not scale each list's contribution by
     # its weight (measured: weights [5, 1] moved a rank-1 score from 1/60 to 1/59.2).
@@ -186,8 +189,8 @@ def search_documents(store: Any, collection: str, question: str, qvec: Any, spar
             ranks.setdefault(src, {})[name] = int(rank)
     order = sorted(scores, key=lambda s_: -scores[s_])
     if params.rerank and reranker is not None:
-        order = _rerank_documents(question, order[: max(params.k, defaults.rerank_candidates)], best, scores,
-                                  reranker, k)
+        order = _rerank_documents(question, order[: max(params.k, defaults.rerank_candidates)], best, reranker, k,
+                                  stop)
     out = []
     for src in order[: params.k]:
         hit = best.get(src) or _best_passage(store, collection, src, dense, svec, qvec, fetch_k)
@@ -197,12 +200,12 @@ def search_documents(store: Any, collection: str, question: str, qvec: Any, spar
     return out
 
 
-def _rerank_documents(question: str, order: list[str], best: dict[str, Hit], scores: dict[str, float],
-                      reranker: Reranker, k: int) -> list[str]:
+def _rerank_documents(question: str, order: list[str], best: dict[str, Hit], reranker: Reranker, k: int,
+                      stop: threading.Event | None) -> list[str]:
     """Rescore the candidates' best passages, then fuse that ranking with the document ranking (RRF): a passage
     scorer alone sees one passage per document and loses what the document-level retrievers knew."""
     have = [best[s] for s in order if s in best]
-    reranked = {h.source: r for r, h in enumerate(reranker.rescore(question, have), 1)}
+    reranked = {h.source: r for r, h in enumerate(reranker.rescore(question, have, stop), 1)}
     fused = {s: 1 / (k + r) + (1 / (k + reranked[s]) if s in reranked else 0.0) for r, s in enumerate(order, 1)}
     return sorted(order, key=lambda s: -fused[s])
 

@@ -17,6 +17,7 @@ One replica owns the embedded store (it is single-process); the FastAPI app is b
 """
 
 
+import asyncio
 import json
 import os
 import re
@@ -107,6 +108,19 @@ class _Routes:
         except (RagError, StoreError, ValueError) as e:  # ValueError: a bad question set or mode
             raise APIError(404 if "does not exist" in str(e) else 400, str(e)) from None
 
+    async def stoppable(self, work: Callable[[threading.Event], Any]) -> Any:
+        """`work(stop)` in a worker thread, through `call`. A request cancelled while it runs (its client left, or
+        Serve's request timeout) sets `stop`, so a rerank model ends at its next few pairs instead of scoring on for
+        nobody: a sync route's thread is never told that its request is gone."""
+        from starlette.concurrency import run_in_threadpool
+
+        stop = threading.Event()
+        try:
+            return await run_in_threadpool(self.call, lambda: work(stop))
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+
     async def ingest(self, collection: str, paths: list[str], chunking: str | None, engine: str,
                      before: Callable[[], Any] | None = None) -> Any:
         from starlette.concurrency import run_in_threadpool
@@ -191,21 +205,28 @@ def _question_routes(app: Any, r: _Routes) -> None:
     from apps.rag.retrieval import SearchParams
 
     @app.post("/{collection}/search")
-    def search(collection: str, req: QueryRequest, request: Request) -> dict[str, Any]:
-        collection = r.scoped(request, collection)
+    async def search(collection: str, req: QueryRequest, request: Request) -> dict[str, Any]:
         p = SearchParams(k=req.k, mode=req.mode, rerank=req.rerank)
-        docs = r.call(lambda: r.svc().search_documents(collection, req.question, p))
-        # documents ranked, each with its best passage; `hits` are those passages (the shape before documents)
-        return {"documents": [d.model_dump() for d in docs], "hits": [d.best.model_dump() for d in docs]}
+
+        def work(stop: threading.Event) -> dict[str, Any]:
+            docs = r.svc().search_documents(r.scoped(request, collection), req.question, p, stop=stop)
+            # documents ranked, each with its best passage; `hits` are those passages (the shape before documents)
+            return {"documents": [d.model_dump() for d in docs], "hits": [d.best.model_dump() for d in docs]}
+
+        return await r.stoppable(work)
 
     @app.post("/{collection}/query")
-    def query(collection: str, req: QueryRequest, request: Request) -> Any:
-        collection = r.scoped(request, collection)
+    async def query(collection: str, req: QueryRequest, request: Request) -> Any:
         p = SearchParams(k=req.k, mode=req.mode, rerank=req.rerank)
         if not req.stream:
-            return r.call(lambda: r.svc().ask(collection, req.question, p, req.model)).model_dump()
-        events = r.call(lambda: r.svc().ask_stream(collection, req.question, p, req.model))
-        first = r.call(lambda: next(events))  # errors (missing collection, empty question) before the stream opens
+            return await r.stoppable(lambda stop: r.svc().ask(r.scoped(request, collection), req.question, p,
+                                                              req.model, stop).model_dump())
+
+        def opened(stop: threading.Event) -> tuple[Any, dict[str, Any]]:
+            events = r.svc().ask_stream(r.scoped(request, collection), req.question, p, req.model, stop)
+            return events, next(events)  # errors (missing collection, empty question) before the stream opens
+
+        events, first = await r.stoppable(opened)
         return StreamingResponse(_answer_events(first, events), media_type="text/event-stream")
 
 

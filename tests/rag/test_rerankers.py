@@ -3,6 +3,8 @@ and what a caller sees when the configured model cannot be used."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -85,3 +87,92 @@ def test_a_reranker_that_cannot_load_is_a_503_with_its_reason_and_plain_search_s
     assert ("does not exist" if reranker_spec == "missing" else "could not load") in msg
     assert "rag.reranker" in msg or "reranker" in msg
     assert _search(rag_http, rerank=False).status_code == 200
+
+
+class _Spy:
+    """Stands between a loaded GGUF model and its llama.cpp server: counts the rerank calls, runs `on_call` at each,
+    and with `hold` keeps the first one waiting until the test sets `go`, so a test can act while a rerank runs."""
+
+    def __init__(self, server, hold: bool = False, on_call=None):
+        import threading
+
+        self.server, self.calls, self.on_call = server, 0, on_call
+        self.started, self.go, self.returned = threading.Event(), threading.Event(), threading.Event()
+        if not hold:
+            self.go.set()
+
+    def handle_rerank(self, req):
+        self.calls += 1
+        self.started.set()
+        if self.on_call:
+            self.on_call()
+        self.go.wait(30)
+        try:
+            return self.server.handle_rerank(req)
+        finally:
+            self.returned.set()
+
+
+@pytest.fixture
+def spy(rank_gguf):
+    """`spy(...)` puts a _Spy between the process's loaded reranker and its server; the server is put back after."""
+    from apps.rag.rerankers import load_rerank_model
+
+    model = load_rerank_model(str(rank_gguf), threads=2)
+    real = model.server
+
+    def install(**kwargs):
+        model.server = _Spy(real, **kwargs)
+        return model
+
+    yield install
+    model.server = real
+
+
+def test_a_stopped_rerank_ends_within_one_group_of_pairs(spy):
+    import threading
+
+    from apps.rag.rerankers import PAIRS_PER_CALL, RerankCancelled
+
+    passages = PASSAGES * 3
+    model = spy()
+    assert len(model.score("a question", passages)) == len(passages)
+    assert model.server.calls == len(passages) / PAIRS_PER_CALL
+    stop = threading.Event()
+    model = spy(on_call=stop.set)  # the caller leaves while the first group is scored
+    with pytest.raises(RerankCancelled):
+        model.score("a question", passages, stop)
+    assert model.server.calls == 1
+
+
+@pytest.mark.parametrize("reranker_spec", ["gguf"])
+def test_a_cancelled_search_stops_its_rerank(rag_config, service, spy, tmp_path, reranker_spec):
+    """Serve cancels a request whose client left; the search route must pass that on to the rerank running in its
+    worker thread, which a sync route never learns of."""
+    import asyncio
+
+    from apps.rag.serve import create_app
+
+    docs = tmp_path / "many"
+    docs.mkdir()
+    for i in range(12):  # 12 documents: three groups of four pairs to score
+        (docs / f"note{i}.md").write_text(f"# Note {i}\n\nThe router resets when the pin is held for {i + 5} seconds.\n")
+    service.ingest(sorted(str(p) for p in docs.iterdir()), "kb")
+    held = spy(hold=True).server
+    app = create_app(rag_config, lambda: service)
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            task = asyncio.create_task(c.post("/kb/search", json={"question": "how long to hold the pin?", "k": 12,
+                                                                 "rerank": True}))
+            assert await asyncio.to_thread(held.started.wait, 60)  # the first group is in llama.cpp
+            task.cancel()  # as Serve does when the client goes away
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(scenario())
+    held.go.set()  # the first group goes on in llama.cpp; the stop must be seen before a second one starts
+    assert held.returned.wait(60)
+    time.sleep(1.0)  # a worker that was not stopped calls again at once
+    assert held.calls == 1
