@@ -33,10 +33,29 @@ def _serve_env() -> None:
 _serve_env()
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, for a server a test starts. Taken from 20000-29999: above Ray's worker
+    ports (10002-19999) and below the kernel's ephemeral range (32768-60999 here), where bind(0) draws from. A port
+    that bind(0) gave is free again at once, and the next process to bind(0) can be handed it: Ray starts a dozen
+    such before its dashboard agent binds the metrics port a test chose, and CI once failed `conductor up` on it
+    (EADDRINUSE). Each port is handed out once per test session."""
+    import random
+
+    for _ in range(500):
+        port = random.randrange(20000, 30000)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port in 20000-29999")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from typing import Any
@@ -18,11 +17,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import free_port
 
 
 class FakeOpenAI:
@@ -33,7 +28,7 @@ class FakeOpenAI:
         self.delay_s = 0.0
         self.hits = 0
         self.reply: str | None = None  # a fixed answer (a model that says something specific), else the echo
-        self.port = _free_port()
+        self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.app = self._build()
         self._server: uvicorn.Server | None = None

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 from typing import Any
+
+from tests.conftest import free_port
 
 
 def _log(tool: str, args: dict[str, Any]) -> None:
@@ -72,12 +73,6 @@ def weather_server() -> Any:
     return server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class HTTPServer:
     """The weather tools over streamable HTTP on loopback, requiring `Authorization: Bearer <token>`."""
 
@@ -85,7 +80,7 @@ class HTTPServer:
         import uvicorn
 
         self.token = token
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         app = weather_server().streamable_http_app(stateless_http=True, json_response=True)
         self._server = uvicorn.Server(uvicorn.Config(self._guard(app), host="127.0.0.1", port=self.port,

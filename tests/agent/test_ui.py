@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -14,6 +13,7 @@ from apps.agent.ui import build_tab, consume
 from apps.client import ConductorClient
 from cluster.config import ConductorConfig
 from tests.agent.scripted import ScriptedChatServer, react
+from tests.conftest import free_port
 
 
 @pytest.fixture()
@@ -27,9 +27,7 @@ def agent_http(tmp_path):
     root = FastAPI()
     root.mount("/v1/agent", create_app(config, lambda m: build_runner(config, base_url=chat.base_url, api_key="",
                                                                       model=m)))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(root, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:

@@ -13,7 +13,8 @@ import subprocess
 import httpx
 import pytest
 
-from tests.lifecycle.test_up_down import BIN, CONDUCTOR, _port
+from tests.conftest import free_port
+from tests.lifecycle.test_up_down import BIN, CONDUCTOR
 
 pytestmark = pytest.mark.lifecycle
 CODER = [{"name": "coder", "instructions": "Solve the task by running Python code.", "tools": ["python"],
@@ -29,8 +30,8 @@ def test_a_paused_run_is_approved_after_a_full_restart(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDUCTOR", "RAY_"))}
-    env.update({"HOME": str(home), "CONDUCTOR__SERVER__PORT": str(_port()),
-                "CONDUCTOR__RAY__DASHBOARD_PORT": str(_port()), "CONDUCTOR__RAY__METRICS_EXPORT_PORT": str(_port()),
+    env.update({"HOME": str(home), "CONDUCTOR__SERVER__PORT": str(free_port()),
+                "CONDUCTOR__RAY__DASHBOARD_PORT": str(free_port()), "CONDUCTOR__RAY__METRICS_EXPORT_PORT": str(free_port()),
                 "CONDUCTOR__RAG__DATA_DIR": str(tmp_path / "rag"), "CONDUCTOR__VIDEO__DATA_DIR": str(tmp_path / "video"),
                 "CONDUCTOR__AGENT__DATA_DIR": str(tmp_path / "agent"),
                 "CONDUCTOR__TRAINING__RUNS_DIR": str(tmp_path / "runs"), "CONDUCTOR__AGENT__AGENTS": json.dumps(CODER)})

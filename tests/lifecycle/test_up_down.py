@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -18,17 +17,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import free_port
+
 pytestmark = pytest.mark.lifecycle
 BIN = Path(sys.executable).parent
 CONDUCTOR = str(BIN / "conductor")
 USER_KEY = "plain-user-key-5b1f0e"  # set in the operator's environment; must reach no Ray process in plain text
 HOSTED_KEY = "sk-hosted-secret-7c2d9a"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +34,8 @@ def env(tmp_path_factory):
     e = {k: v for k, v in os.environ.items() if not k.startswith(("CONDUCTOR", "RAY_"))}
     e.update({
         "HOME": str(home),  # a fresh HOME: no ~/.ray/auth_token, no caches
-        "CONDUCTOR__SERVER__PORT": str(_port()), "CONDUCTOR__RAY__DASHBOARD_PORT": str(_port()),
-        "CONDUCTOR__RAY__METRICS_EXPORT_PORT": str(_port()),
+        "CONDUCTOR__SERVER__PORT": str(free_port()), "CONDUCTOR__RAY__DASHBOARD_PORT": str(free_port()),
+        "CONDUCTOR__RAY__METRICS_EXPORT_PORT": str(free_port()),
         "CONDUCTOR__RAG__DATA_DIR": str(tmp / "rag"), "CONDUCTOR__VIDEO__DATA_DIR": str(tmp / "video"),
         "CONDUCTOR__AGENT__DATA_DIR": str(tmp / "agent"), "CONDUCTOR__TRAINING__RUNS_DIR": str(tmp / "runs"),
         # Keys are known but not required (loopback): their plain text must still stay out of every Ray process.

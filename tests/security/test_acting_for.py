@@ -5,7 +5,6 @@ honours that only for the internal key. Real HTTP on loopback through uvicorn, b
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 
@@ -17,21 +16,16 @@ from apps.client import ACTING_FOR, ConductorClient, acting_for
 from apps.common import hash_key, install_common
 from apps.security import request_user
 from cluster.config import ConductorConfig
+from tests.conftest import free_port
 
 INTERNAL = "k-internal-0123456789"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server():
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     config = ConductorConfig.model_validate({"server": {
         "require_api_key": True, "port": port, "internal_api_key": INTERNAL,
