@@ -297,7 +297,8 @@ class RagConfig(_Strict):
     reranker: str | None = Field(
         None, description="Rerank model on this server: a GGUF reranker file (run by llama.cpp) or a "
         "sentence-transformers CrossEncoder folder; None = built-in rescoring. Used by searches with rerank on.")
-    reranker_threads: int = Field(2, ge=1, le=256, description="CPU threads of a GGUF reranker.")
+    reranker_threads: int = Field(2, ge=1, le=256, description="CPU threads of a GGUF reranker; it runs in the RAG "
+                                  "replica, so give rag.resources.num_cpus as many.")
     rerank_candidates: int = Field(20, ge=1, le=200, description="Documents whose best passage rerank scores (at "
                                    "least k). A reranker model reads each pair whole: on 2 CPU cores a 135M GGUF "
                                    "took 0.6 s a pair (BENCHMARKS.md).")
