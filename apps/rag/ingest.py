@@ -74,14 +74,21 @@ def _unsupported(p: str | Path) -> str:
     return f"unsupported file type {Path(p).suffix or '(none)'!r}"
 
 
+# What a chunk's embedded text holds; a change re-embeds every document once, as a parser's version does for its
+# kind. 2: each chunk begins with its document's lead sentence (chunking.lead_sentence).
+EMBED_VERSION = 2
+
+
 def document_hash(data: bytes, path: str | Path) -> str:
-    """A document's version: the sha256 of its bytes, and of its parser's version where that is past 1. A parser
-    that now reads a kind differently makes every such document new to ingestion, so a collection made by an
-    older release gets the new passages on its next ingestion (not only for the files that changed since)."""
+    """A document's version: the sha256 of its bytes, of its parser's version where that is past 1, and of
+    EMBED_VERSION. A parser that now reads a kind differently, or chunks embedded differently, make the documents
+    new to ingestion, so a collection made by an older release gets the new passages on its next ingestion (not
+    only for the files that changed since)."""
     h, kind = hashlib.sha256(data), kind_of(path)
     version = PARSER_VERSIONS.get(kind or "", 1)
     if version > 1:
         h.update(f"\x00parser {kind} {version}".encode())
+    h.update(f"\x00embed {EMBED_VERSION}".encode())
     return h.hexdigest()
 
 

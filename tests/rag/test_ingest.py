@@ -64,6 +64,20 @@ def test_a_parser_upgrade_re_reads_the_documents_of_its_kind_only(service, docs,
     assert sorted(service.ingest([str(docs)], "kb").unchanged) == sorted(r.unchanged + r.updated)
 
 
+def test_a_change_in_what_chunks_embed_re_embeds_every_document_once(service, docs, monkeypatch):
+    """EMBED_VERSION (the lead sentence in every chunk, for one) is part of each document's hash: a collection made
+    before is re-embedded whole on its next ingestion, then left alone."""
+    from apps.rag import ingest
+
+    service.ingest([str(docs)], "kb")
+    n = service.store.count("kb")
+    monkeypatch.setattr(ingest, "EMBED_VERSION", ingest.EMBED_VERSION + 1)
+    r = service.ingest([str(docs)], "kb")
+    assert len(r.updated) == 5 and not r.unchanged and not r.added and not r.deleted, r.as_dict()
+    assert service.store.count("kb") == n  # replaced, not doubled
+    assert len(service.ingest([str(docs)], "kb").unchanged) == 5
+
+
 def test_a_web_page_is_indexed_without_its_chrome_and_summarised_by_its_prose(service, tmp_path):
     from tests.rag.test_parsing import DOC_PAGE
 

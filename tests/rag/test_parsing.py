@@ -162,3 +162,23 @@ def test_bad_chunk_settings():
         chunk_document(doc, "semantic")
     with pytest.raises(ValueError, match="overlap"):
         chunk_document(doc, "fixed", size=100, overlap=100)
+
+
+def test_every_chunk_carries_its_documents_lead_sentence_unless_the_lead_would_outweigh_it():
+    from apps.rag.chunking import lead_sentence
+
+    page = parse_bytes(DOC_PAGE.encode(), "kettlectl.html")  # the lead comes from the page's prose, not its chrome
+    assert lead_sentence(page) == "kettlectl controls the kettle from a terminal: it boils water and keeps it warm."
+    lead = "The Zephyr router connects a small office to the internet over one modem."
+    body = "Hold the reset pin for twelve seconds, then wait until the green light blinks twice. " * 3
+    manual = parse_bytes(f"# Zephyr\n\n{lead}\n\n## Reset\n\n{body}\n\n## Notes\n\nShort.\n".encode(), "z.md")
+    assert lead_sentence(manual) == lead
+    chunks = {c.section.split(" > ")[-1]: c for c in chunk_document(manual, "structure", size=800, overlap=0)}
+    assert chunks["Reset"].embed_text.startswith(f"{lead}\nZephyr > Reset\n")  # deep in the page, it says which page
+    assert lead not in chunks["Notes"].embed_text  # "Short." would be embedded as the lead itself
+    assert chunks["Zephyr"].embed_text.count(lead) == 1  # the chunk the lead comes from says it once
+    # a long opening line is cut at its first sentence end; a document of short lines has no lead
+    long = parse_bytes(("A" * 50 + ". Then more words follow on the same line. " * 5).encode(), "long.txt")
+    assert lead_sentence(long) == "A" * 50 + "."
+    short = parse_bytes(b"one\ntwo\nthree\n", "short.txt")
+    assert lead_sentence(short) == ""
