@@ -12,7 +12,8 @@ from tests.rag.conftest import MD
 
 OCTET = {"content-type": "application/octet-stream"}
 PASSAGES = ["Paris is the capital of France.", "Bananas are yellow when they are ripe.",
-            "The Eiffel tower stands in Paris.", "Hold the reset pin for twelve seconds."]
+            "The Eiffel tower stands in Paris.", "Hold the reset pin for twelve seconds.",
+            "Lyon is a large city in France.", "The kettle boils water in two minutes."]  # two groups of pairs
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +56,11 @@ def reranker_spec():
 def rag_config(tmp_path, request, reranker_spec):
     """The RAG app's config with `rag.reranker` set as the test names it."""
     from cluster.config import load_config
+    from deployments.packaged import smollm2_gguf
 
-    spec = {"gguf": lambda: str(request.getfixturevalue("rank_gguf")),
-            "missing": lambda: str(tmp_path / "no-such-reranker.gguf"),
-            "chat-model": lambda: __import__("deployments.packaged", fromlist=["x"]).smollm2_gguf()}[reranker_spec]()
+    spec = {"gguf": lambda: request.getfixturevalue("rank_gguf"),
+            "missing": lambda: tmp_path / "no-such-reranker.gguf",
+            "chat-model": smollm2_gguf}[reranker_spec]()
     return load_config(environ={"CONDUCTOR__RAG__DATA_DIR": str(tmp_path / "store"),
                                 "CONDUCTOR__RAG__RERANKER": str(spec)})
 
@@ -134,7 +136,7 @@ def test_a_stopped_rerank_ends_within_one_group_of_pairs(spy):
 
     from apps.rag.rerankers import PAIRS_PER_CALL, RerankCancelled
 
-    passages = PASSAGES * 3
+    passages = PASSAGES * 2
     model = spy()
     assert len(model.score("a question", passages)) == len(passages)
     assert model.server.calls == len(passages) / PAIRS_PER_CALL
