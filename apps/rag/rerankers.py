@@ -12,15 +12,18 @@ answers 503 with the reason, and searches without rerank go on working.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Protocol
 
 PAIRS_PER_CALL = 4  # pairs scored between two looks at the caller: a stop waits for at most this many
-# A passage is ~800 characters by default (`rag.chunk_size`); longer ones are cut here so query + passage fit one
-# llama.cpp batch (a reranker reads the pair in one pass and refuses an input larger than its batch).
-MAX_PASSAGE_CHARS = 2000
-RERANK_CONTEXT = 2048  # tokens per pair: the query and a cut passage, with room to spare
+RERANK_CONTEXT = 2048  # tokens llama.cpp gives one pair: the rerank template, the question and the passage
+# A reranker reads a pair in one pass and refuses one larger than its context, so a pair must fit whatever the
+# script. No llama.cpp tokenizer makes more tokens than the text has UTF-8 bytes: question and passage are cut by
+# bytes. A passage of the default ~800 characters of English passes whole; 2,000 characters of Chinese did not fit
+# when they were cut by characters, and every rerank over that document failed.
+MAX_QUESTION_BYTES = 512
+MAX_PASSAGE_BYTES = RERANK_CONTEXT - MAX_QUESTION_BYTES - 256  # 256: a rerank template's own tokens (Qwen3's ~100)
 
 
 class RerankerUnavailable(RuntimeError):
@@ -40,6 +43,11 @@ def _groups(n: int, stop: threading.Event | None) -> Iterator[slice]:
         yield slice(i, min(i + PAIRS_PER_CALL, n))
 
 
+def _cut(text: str, max_bytes: int) -> str:
+    """The longest start of `text` within `max_bytes` of UTF-8 (a character cut in half is dropped)."""
+    return text.encode()[:max_bytes].decode(errors="ignore")
+
+
 class RerankModel(Protocol):
     def score(self, question: str, passages: list[str], stop: threading.Event | None = None) -> list[float]:
         """One relevance score per passage, higher = more relevant; RerankCancelled once `stop` is set."""
@@ -52,7 +60,7 @@ class CrossEncoderModel:
         self.model = CrossEncoder(path, device="cpu")
 
     def score(self, question: str, passages: list[str], stop: threading.Event | None = None) -> list[float]:
-        pairs = [(question, p[:MAX_PASSAGE_CHARS]) for p in passages]
+        pairs = [(_cut(question, MAX_QUESTION_BYTES), _cut(p, MAX_PASSAGE_BYTES)) for p in passages]
         return [float(s) for part in _groups(len(pairs), stop) for s in self.model.predict(pairs[part])]
 
 
@@ -91,8 +99,8 @@ class LlamaCppRerankModel:
     def _score(self, question: str, passages: list[str]) -> list[tuple[int, float]]:
         """(index in `passages`, score) pairs: llama.cpp answers best first."""
         try:
-            out = self.server.handle_rerank({"query": question, "top_n": len(passages),
-                                             "documents": [p[:MAX_PASSAGE_CHARS] for p in passages]})
+            out = self.server.handle_rerank({"query": _cut(question, MAX_QUESTION_BYTES), "top_n": len(passages),
+                                             "documents": [_cut(p, MAX_PASSAGE_BYTES) for p in passages]})
         except ValueError as e:
             raise RerankerUnavailable(f"llama.cpp refused the rerank: {str(e)[:200]}") from None
         if not isinstance(out, dict) or "results" not in out:

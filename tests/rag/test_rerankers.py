@@ -36,6 +36,17 @@ def test_a_gguf_reranker_scores_each_passage_in_its_place(rank_gguf):
     assert model.score(question, PASSAGES[::-1]) == pytest.approx(scores[::-1], abs=1e-5)
 
 
+def test_a_long_question_and_a_dense_script_passage_still_fit_the_reranker(rank_gguf):
+    """Cut by UTF-8 bytes, a pair fits llama.cpp's context whatever the script: cut by characters, 2,000 characters
+    of Chinese overflowed it and the search answered 503."""
+    from apps.rag.rerankers import load_rerank_model
+
+    model = load_rerank_model(str(rank_gguf), threads=2)
+    passages = ["一二三四五六七八九十" * 300, "Hold the reset pin for twelve seconds. " * 100, PASSAGES[0]]
+    scores = model.score("how do I reset the router? " * 800, passages)
+    assert len(scores) == 3 and all(s > float("-inf") for s in scores)
+
+
 def test_rerank_orders_candidates_by_the_models_scores(rank_gguf):
     from apps.rag.retrieval import Hit, Reranker
 
