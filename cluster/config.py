@@ -165,6 +165,21 @@ class EmbeddingsConfig(_Strict):
         return self.threads * self.resources.replicas_at_start
 
 
+class RerankerConfig(_Strict):
+    """A reranker the gateway serves at /v1/rerank (Cohere/Jina protocol), for API callers and `rag.reranker:
+    gateway`."""
+
+    id: str = Field("reranker", max_length=256, description="Model name clients send to /v1/rerank.")
+    model: str = Field(..., description="A GGUF reranker file (llama.cpp), a sentence-transformers CrossEncoder "
+                       "folder, or an http(s) URL of a rerank service the gateway forwards to.")
+    remote_model: str | None = Field(None, max_length=256, description="`model` sent to a rerank URL.")
+    api_key_env: str | None = Field(None, description="Env var holding a rerank URL's API key (never the key).")
+    threads: int = Field(2, ge=1, le=256, description="CPU threads of a GGUF reranker.")
+    max_documents: int = Field(100, ge=1, le=10_000, description="Documents one request may ask to score. Each is a "
+                               "model pass: a 135M GGUF took 0.6 s a pair on 2 CPU cores (BENCHMARKS.md).")
+    resources: DeploymentResources = Field(default_factory=lambda: DeploymentResources(num_cpus=0.5))
+
+
 class ServerConfig(_Strict):
     host: str = Field("127.0.0.1", description="Serve HTTP bind address; loopback unless you mean to expose it.")
     port: int = Field(8000, ge=1, le=65535)
@@ -295,8 +310,14 @@ class RagConfig(_Strict):
     low_relevance_threshold: float = Field(
         0.3, description="Below this best dense cosine the answer carries a low-relevance warning.")
     reranker: str | None = Field(
-        None, description="Rerank model on this server: a GGUF reranker file (run by llama.cpp) or a "
-        "sentence-transformers CrossEncoder folder; None = built-in rescoring. Used by searches with rerank on.")
+        None, description="Rerank model for searches with rerank on: a GGUF reranker file (run by llama.cpp in "
+        "the RAG replica), a sentence-transformers CrossEncoder folder, an http(s) URL of a rerank service (Cohere/"
+        "Jina protocol: llama.cpp's server, vLLM, a hosted API), or `gateway`: the `reranker` this server serves at "
+        "/v1/rerank. None = built-in rescoring.")
+    reranker_model: str | None = Field(None, max_length=256, description="`model` sent to a rerank URL (hosted "
+                                       "APIs need one).")
+    reranker_api_key_env: str | None = Field(None, description="Env var holding a rerank URL's API key.")
+    reranker_timeout_s: float = Field(60.0, gt=0, description="Longest one call to a rerank URL may take.")
     reranker_threads: int = Field(2, ge=1, le=256, description="CPU threads of a GGUF reranker; it runs in the RAG "
                                   "replica, so give rag.resources.num_cpus as many.")
     rerank_candidates: int = Field(20, ge=1, le=200, description="Documents whose best passage rerank scores (at "
@@ -525,6 +546,8 @@ class ConductorConfig(_Strict):
     default_model: str | None = Field(None, description="Model used when a UI or app does not choose one.")
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
+    reranker: RerankerConfig | None = Field(None, description="A rerank model served at /v1/rerank; None = no "
+                                            "rerank route.")
     rag: RagConfig = Field(default_factory=RagConfig)
     video: VideoConfig = Field(default_factory=VideoConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
@@ -554,6 +577,8 @@ class ConductorConfig(_Strict):
             self.default_model = self.models[0].id
         if self.default_model is not None and self.default_model not in ids:
             raise ValueError(f"default_model {self.default_model!r} is not one of the models {ids}")
+        if self.rag.reranker == "gateway" and self.reranker is None:
+            raise ValueError("rag.reranker is `gateway`, but no `reranker` is configured for the gateway to serve")
         for m in self.models:
             for b in m.backends:
                 if b.engine == "openai" and not b.base_url:

@@ -36,8 +36,10 @@ _SECRET_NAME = re.compile(r"(?i)(api_?key|secret|passw(or)?d|token|credential)")
 def secret_env_names(config: ConductorConfig) -> set[str]:
     """Environment variables the config names as holding secrets (user keys, hosted-API and store keys)."""
     names = {config.server.api_keys_env, "CONDUCTOR_API_KEY", "CONDUCTOR_INTERNAL_KEY", config.rag.qdrant_api_key_env,
-             config.video.qdrant_api_key_env, config.video.caption_api_key_env}
+             config.video.qdrant_api_key_env, config.video.caption_api_key_env, config.rag.reranker_api_key_env}
     names |= {b.api_key_env for m in config.models for b in m.backends}
+    if config.reranker is not None:
+        names.add(config.reranker.api_key_env)
     return {n for n in names if n}
 
 

@@ -191,7 +191,12 @@ def serve_stack(ray_cluster, hosted_apis, trained_export, scripted_chat, tmp_pat
     models = _extra_models(hosted_apis, trained_export) + [
         {"id": "scripted", "backends": [{"name": "scripted-chat", "engine": "openai", "model": "scripted",
                                          "base_url": scripted_chat.base_url + "/v1", "timeout_s": 30}]}]
-    stack = start_stack(tmp, port=free_port(), extra_models=models, agent_extra=_mcp_agent(tmp))
+    from tests.rag.rerank_model import write_rerank_gguf
+
+    # A stand-in GGUF reranker (tests/rag/rerank_model.py): few documents a request, as each is a model pass.
+    reranker = {"id": "test-reranker", "model": str(write_rerank_gguf(tmp / "rerank.gguf")), "max_documents": 8,
+                "resources": {"num_cpus": 0.05}}
+    stack = start_stack(tmp, port=free_port(), extra_models=models, agent_extra=_mcp_agent(tmp), reranker=reranker)
     try:
         yield stack
     finally:

@@ -21,6 +21,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "/v1/chat/completions": CHAT,
     "/v1/completions": {"model": "smollm2", "prompt": "Once", "max_tokens": 4},
     "/v1/embeddings": {"input": ["hello", "world"]},
+    "/v1/rerank": {"query": "router reset", "documents": ["Hold the reset pin.", "Paris is in France."]},
     "/v1/rag/{collection}/search": {"question": "router reset", "k": 3},
     "/v1/rag/{collection}/ingest": {"paths": ["/etc"]},
     "/v1/rag/{collection}/eval": {"k": 3},

@@ -56,7 +56,7 @@ def init_ray(num_cpus: int = 8) -> None:
 
 
 def test_config(tmp: Path, port: int, extra_models: list[dict] | None = None,
-                agent_extra: dict | None = None) -> ConductorConfig:
+                agent_extra: dict | None = None, reranker: dict | None = None) -> ConductorConfig:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUCTOR__")}
     env.update({
         "CONDUCTOR__SERVER__PORT": str(port),
@@ -79,17 +79,20 @@ def test_config(tmp: Path, port: int, extra_models: list[dict] | None = None,
     data["server"]["semantic_cache"] = {"enabled": True, "models": ["semantic-group"], "threshold": 0.9}
     data["models"].extend(extra_models or [])
     data["agent"].update(agent_extra or {})
+    if reranker:  # served at /v1/rerank, and what RAG's searches with rerank on use
+        data["reranker"] = reranker
+        data["rag"]["reranker"] = "gateway"
     return ConductorConfig.model_validate(data)
 
 
 def start_stack(tmp: Path, port: int, extra_models: list[dict] | None = None, only: list[str] | None = None,
-                agent_extra: dict | None = None) -> Stack:
+                agent_extra: dict | None = None, reranker: dict | None = None) -> Stack:
     from cluster.serve_app import deploy
 
     os.environ["CONDUCTOR_API_KEYS"] = f"tester:{API_KEY},other:{OTHER_KEY},admin:{ADMIN_KEY}"
     os.environ["CONDUCTOR_API_KEY"] = API_KEY
     os.environ["CONDUCTOR_BASE_URL"] = f"http://127.0.0.1:{port}"
-    cfg = test_config(tmp, port, extra_models, agent_extra)
+    cfg = test_config(tmp, port, extra_models, agent_extra, reranker)
     apps = deploy(cfg, only=only)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 240

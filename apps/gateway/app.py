@@ -1,5 +1,5 @@
 """The gateway Serve application: one ingress (OpenAI API + Gradio UI at /ui) composed with one deployment per
-local engine backend and the embeddings deployment. `build_app` is what a Serve YAML's import_path names."""
+local engine backend, the embeddings deployment and the rerank deployment when one is configured. `build_app` is what a Serve YAML's import_path names."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from cluster.config import ConductorConfig, config_from_dict
 from deployments.embedder import embedder_deployment
 from deployments.engines.base import engine_class
 from deployments.llm_server import llm_deployment
+from deployments.reranker import reranker_deployment
 
 log = logging.getLogger("conductor.gateway")
 
@@ -50,7 +51,7 @@ def _start_engine(engine: Any) -> None:
 
 @serve.ingress()
 class Gateway:
-    def __init__(self, config: dict[str, Any], llm_handles: dict[str, Any], embedder: Any):
+    def __init__(self, config: dict[str, Any], llm_handles: dict[str, Any], embedder: Any, reranker: Any = None):
         self.config = config_from_dict(config)
         server = self.config.server
         self.metrics = GatewayMetrics()
@@ -59,6 +60,7 @@ class Gateway:
         # The Responses API's stored conversations (previous_response_id), shared by every gateway replica.
         self.responses = ResponseStore(accounting_url(self.config))
         self.embedder = embedder
+        self.reranker = reranker  # a handle to deployments/reranker.py when `reranker` is configured
         self.semantic = SemanticCache(server.semantic_cache, embedder)
         models = {m.id: RoutedModel(m, self._backends(m, llm_handles)) for m in self.config.models}
         rollouts = Rollouts(models, accounting_url(self.config), self.metrics)
@@ -161,8 +163,9 @@ def build_gateway(config: ConductorConfig, engine_overrides: dict[str, type] | N
     options = with_secrets(config.server.gateway.serve_options("Gateway"),
                            [b.api_key_env for m in config.models for b in m.backends if b.name not in handles]
                            + [config.server.accounting.db_url_env])
+    reranker = reranker_deployment(config.reranker) if config.reranker else None
     return serve.deployment(Gateway).options(**options).bind(config.model_dump(), handles,
-                                                             embedder_deployment(config.embeddings))
+                                                             embedder_deployment(config.embeddings), reranker)
 
 
 def build_app(args: dict[str, Any]) -> Any:

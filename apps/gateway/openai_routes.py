@@ -1,5 +1,5 @@
 """The OpenAI-compatible HTTP surface: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models,
-plus /healthz, /metrics and /v1/status. Built inside the gateway replica by `build_api(gateway)`."""
+plus /v1/rerank (rerank_route.py), /healthz, /metrics and /v1/status. Built inside the gateway replica by `build_api(gateway)`."""
 
 from __future__ import annotations
 
@@ -81,6 +81,9 @@ def build_api(gw: Any) -> FastAPI:
 
     _add_info_routes(app, gw)
     from apps.gateway.admin_routes import add_admin_routes
+    from apps.gateway.rerank_route import add_rerank_route
+
+    add_rerank_route(app, gw)
 
     add_admin_routes(app, gw)
     return app
@@ -100,6 +103,9 @@ def _add_info_routes(app: FastAPI, gw: Any) -> None:
                  "backends": [b.name for b in r.backends], **kind(name, r)} for name, r in gw.names.items()]
         data.append({"id": gw.config.embeddings.id, "object": "model", "created": 0, "owned_by": "conductor",
                      "backends": ["embedder"]})
+        if gw.config.reranker is not None:
+            data.append({"id": gw.config.reranker.id, "object": "model", "created": 0, "owned_by": "conductor",
+                         "backends": ["reranker"]})
         return {"object": "list", "data": data}
 
     @app.get("/v1/models/{model_id:path}")

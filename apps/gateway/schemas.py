@@ -320,3 +320,28 @@ def validate(model_cls: Any, body: dict[str, Any]) -> Any:
         where = ".".join(str(p) for p in first.get("loc", ()))
         raise APIError(400, f"{where}: {first.get('msg')}" if where else first.get("msg", "invalid request"),
                        param=where or None) from None
+
+
+class RerankDocument(_Strict):
+    text: str
+
+
+class RerankRequest(_Strict):
+    """/v1/rerank, as Cohere and Jina define it (what LiteLLM, llama.cpp's server and vLLM accept)."""
+
+    model: str | None = Field(None, max_length=256)
+    query: str = Field(..., min_length=1)
+    documents: list[str | RerankDocument] = Field(..., min_length=1)
+    top_n: int | None = Field(None, ge=1, le=INT64)
+    return_documents: bool = False
+    user: str | None = Field(None, max_length=256)
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("query is blank")
+        return v
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]

@@ -61,7 +61,7 @@ def _call(client: Any, method: str, path: str, **kw: Any) -> Any:
 
 def _local(local: Any) -> Any:
     from apps.rag.library import RagError
-    from apps.rag.rerankers import RerankerUnavailable
+    from deployments.rerankers import RerankerUnavailable
 
     try:
         svc = _service()

@@ -32,6 +32,24 @@ def _parsed(path: str, mtime_ns: int, size: int, pdf_limits: str) -> Any:
     return parse_bytes(Path(path).read_bytes(), path, json.loads(pdf_limits))
 
 
+def rag_rerank_model(config: ConductorConfig) -> Any:
+    """The model `rag.reranker` names (deployments/rerankers.py): None, `gateway` (the reranker this server serves
+    at /v1/rerank, called with the internal key), a rerank URL, or a file or folder loaded in this process."""
+    from deployments.rerankers import open_rerank_model
+    from deployments.secrets import read_secret
+
+    cfg = config.rag
+    if cfg.reranker is None:
+        return None
+    if cfg.reranker == "gateway" and config.reranker is not None:
+        from apps.client import serve_base_url
+
+        return open_rerank_model(serve_base_url(config) + "/v1/rerank", config.reranker.id,
+                                 config.server.internal_api_key, timeout_s=cfg.reranker_timeout_s)
+    return open_rerank_model(cfg.reranker, cfg.reranker_model, read_secret(cfg.reranker_api_key_env),
+                             cfg.reranker_threads, cfg.reranker_timeout_s)
+
+
 class RagError(ValueError):
     """A user mistake (missing collection, empty question, bad settings): 4xx / one-line CLI error."""
 
@@ -66,8 +84,7 @@ class RagService:
     @property
     def reranker(self) -> Reranker:
         if self._reranker is None:
-            self._reranker = Reranker(self.cfg.reranker, self.sparse, self.cfg.rerank_lexical_weight,
-                                      self.cfg.reranker_threads)
+            self._reranker = Reranker(rag_rerank_model(self.config), self.sparse, self.cfg.rerank_lexical_weight)
         return self._reranker
 
     def close(self) -> None:

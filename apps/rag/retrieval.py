@@ -10,8 +10,8 @@ passage (chunk-level RRF), which is what answers are written from.
 Every hit carries its dense cosine to the question (computed from the stored vector), whatever the mode: RRF
 scores are rank-based and say nothing about relevance, so the low-relevance warning uses the cosine.
 
-Rerank: the model `rag.reranker` names -- a GGUF reranker run by llama.cpp, or a sentence-transformers CrossEncoder
-folder (rerankers.py; none ships in a package here); otherwise the built-in rescoring of the fused candidates:
+Rerank: the model `rag.reranker` names -- a GGUF reranker run by llama.cpp, a sentence-transformers CrossEncoder
+folder, or a rerank service over HTTP (deployments/rerankers.py; none ships in a package here); otherwise the built-in rescoring of the fused candidates:
 dense cosine plus a bonus for the share of the query's BM25 terms the passage contains (what RRF's rank-only view
 throws away). Either way the first `rag.rerank_candidates` documents are rescored by their best passage.
 """
@@ -73,16 +73,14 @@ def to_hit(h: StoreHit, qvec: Any, score: float | None = None) -> Hit:
 
 
 class Reranker:
-    """Rescores candidates: with the model `rag.reranker` names (rerankers.py), else with the built-in rescoring."""
+    """Rescores candidates: with the model `rag.reranker` names (library.rag_rerank_model), else with the built-in
+    rescoring."""
 
-    def __init__(self, model_spec: str | None, sparse: Any, lexical_weight: float = 0.1, threads: int = 2):
+    def __init__(self, model: Any, sparse: Any, lexical_weight: float = 0.1):
+        """`model`: a deployments.rerankers.RerankModel, or None for the built-in rescoring."""
         self.sparse = sparse
         self.lexical_weight = lexical_weight
-        self.model = None
-        if model_spec:
-            from apps.rag.rerankers import load_rerank_model
-
-            self.model = load_rerank_model(model_spec, threads)
+        self.model = model
 
     def rescore(self, question: str, hits: list[Hit], stop: threading.Event | None = None) -> list[Hit]:
         """`stop`: set when the request is cancelled; a model's scoring then ends with RerankCancelled."""

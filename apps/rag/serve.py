@@ -98,7 +98,7 @@ class _Routes:
     def call(fn: Callable[[], Any]) -> Any:
         from apps.common import APIError
         from apps.rag.library import RagError
-        from apps.rag.rerankers import RerankerUnavailable
+        from deployments.rerankers import RerankerUnavailable
         from deployments.vectorstore import StoreError, StoreLockedError
 
         try:
@@ -380,4 +380,5 @@ def build_app(args: dict[str, Any]) -> Any:
     from apps.common import config_ingress_app
     from deployments.secrets import with_secrets
 
-    return config_ingress_app(_create_served_app, with_secrets(opts, [config.rag.qdrant_api_key_env]), config)
+    secrets = [config.rag.qdrant_api_key_env, config.rag.reranker_api_key_env]
+    return config_ingress_app(_create_served_app, with_secrets(opts, secrets), config)

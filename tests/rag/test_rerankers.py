@@ -24,7 +24,7 @@ def rank_gguf(tmp_path_factory):
 
 
 def test_a_gguf_reranker_scores_each_passage_in_its_place(rank_gguf):
-    from apps.rag.rerankers import LlamaCppRerankModel, load_rerank_model
+    from deployments.rerankers import LlamaCppRerankModel, load_rerank_model
 
     model = load_rerank_model(str(rank_gguf), threads=2)
     assert isinstance(model, LlamaCppRerankModel)
@@ -39,7 +39,7 @@ def test_a_gguf_reranker_scores_each_passage_in_its_place(rank_gguf):
 def test_a_long_question_and_a_dense_script_passage_still_fit_the_reranker(rank_gguf):
     """Cut by UTF-8 bytes, a pair fits llama.cpp's context whatever the script: cut by characters, 2,000 characters
     of Chinese overflowed it and the search answered 503."""
-    from apps.rag.rerankers import load_rerank_model
+    from deployments.rerankers import load_rerank_model
 
     model = load_rerank_model(str(rank_gguf), threads=2)
     passages = ["一二三四五六七八九十" * 300, "Hold the reset pin for twelve seconds. " * 100, PASSAGES[0]]
@@ -50,7 +50,9 @@ def test_a_long_question_and_a_dense_script_passage_still_fit_the_reranker(rank_
 def test_rerank_orders_candidates_by_the_models_scores(rank_gguf):
     from apps.rag.retrieval import Hit, Reranker
 
-    reranker = Reranker(str(rank_gguf), sparse=None)
+    from deployments.rerankers import load_rerank_model
+
+    reranker = Reranker(load_rerank_model(str(rank_gguf)), sparse=None)
     hits = [Hit(source=f"d{i}", score=0.0, dense_score=0.9 - i / 10, text=t) for i, t in enumerate(PASSAGES)]
     scores = dict(zip(PASSAGES, reranker.model.score("what is the capital of France?", PASSAGES)))
     out = reranker.rescore("what is the capital of France?", hits)
@@ -129,7 +131,7 @@ class _Spy:
 @pytest.fixture
 def spy(rank_gguf):
     """`spy(...)` puts a _Spy between the process's loaded reranker and its server; the server is put back after."""
-    from apps.rag.rerankers import load_rerank_model
+    from deployments.rerankers import load_rerank_model
 
     model = load_rerank_model(str(rank_gguf), threads=2)
     real = model.server
@@ -145,7 +147,7 @@ def spy(rank_gguf):
 def test_a_stopped_rerank_ends_within_one_group_of_pairs(spy):
     import threading
 
-    from apps.rag.rerankers import PAIRS_PER_CALL, RerankCancelled
+    from deployments.rerankers import PAIRS_PER_CALL, RerankCancelled
 
     passages = PASSAGES * 2
     model = spy()
@@ -189,3 +191,84 @@ def test_a_cancelled_search_stops_its_rerank(rag_config, service, spy, tmp_path,
     assert held.returned.wait(60)
     time.sleep(1.0)  # a worker that was not stopped calls again at once
     assert held.calls == 1
+
+
+class _RerankService:
+    """A real HTTP server standing in for a hosted rerank API (the edge a test cannot reach): it answers each POST
+    with `reply(body)` and records what it was sent."""
+
+    def __init__(self, reply):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from tests.conftest import free_port
+
+        service = self
+        self.sent: list[tuple[str, dict, str]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                service.sent.append((self.path, body, self.headers.get("authorization", "")))
+                status, payload = reply(body)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_rerank_url_is_asked_in_cohere_shape_and_its_bad_answers_are_the_services_fault():
+    from deployments.rerankers import PAIRS_PER_CALL, RerankerUnavailable, open_rerank_model
+
+    def cohere(body):  # relevance = the passage's length, best first as Cohere answers
+        order = sorted(range(len(body["documents"])), key=lambda i: -len(body["documents"][i]))
+        return 200, {"results": [{"index": i, "relevance_score": float(len(body["documents"][i]))} for i in order]}
+
+    svc = _RerankService(cohere)
+    try:
+        model = open_rerank_model(svc.url + "/v1/rerank?api-version=2", "rerank-english-v3.0", "secret-key-12345")
+        assert model.score("q", PASSAGES) == [float(len(p)) for p in PASSAGES]
+        path, body, auth = svc.sent[0]
+        assert path == "/v1/rerank?api-version=2" and auth == "Bearer secret-key-12345"
+        assert body == {"query": "q", "documents": PASSAGES[:PAIRS_PER_CALL], "top_n": PAIRS_PER_CALL,
+                        "model": "rerank-english-v3.0"}
+    finally:
+        svc.close()
+
+    answers = {"unknown shape": (200, {"scores": [1, 2]}),
+               "outside the": (200, {"results": [{"index": 9, "relevance_score": 1.0}]}),
+               "answered 429: slow down": (429, {"error": {"message": "slow down, secret-key-12345"}})}
+    for says, answer in answers.items():
+        svc = _RerankService(lambda body, answer=answer: answer)
+        try:
+            with pytest.raises(RerankerUnavailable, match=says) as e:
+                open_rerank_model(svc.url + "/rerank", api_key="secret-key-12345").score("q", PASSAGES[:2])
+            assert "secret-key-12345" not in str(e.value)
+        finally:
+            svc.close()
+
+    tei = _RerankService(lambda body: (200, [{"index": 1, "score": 0.9}, {"index": 0, "score": 0.1}]))
+    try:  # Hugging Face TEI's /rerank answers a bare list
+        assert open_rerank_model(tei.url + "/rerank").score("q", PASSAGES[:2]) == [0.1, 0.9]
+    finally:
+        tei.close()
+
+    from tests.conftest import free_port
+
+    with pytest.raises(RerankerUnavailable, match="did not answer") as e:
+        open_rerank_model(f"http://user:hunter22@127.0.0.1:{free_port()}/rerank").score("q", PASSAGES[:2])
+    assert "hunter22" not in str(e.value)

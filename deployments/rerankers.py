@@ -1,12 +1,15 @@
-"""Rerank models: `rag.reranker` names one, and rerank scores the fused candidates' passages with it.
+"""Rerank models: score (question, passage) pairs. `rag.reranker` and the gateway's `reranker` name one:
 
 - a `.gguf` file: a llama.cpp reranker (bge-reranker, jina-reranker, Qwen3-Reranker GGUFs) run in this process by
   the `xllamacpp` wheel's rerank endpoint, the same llama.cpp build that serves the chat models;
-- a folder: a sentence-transformers CrossEncoder.
+- a folder: a sentence-transformers CrossEncoder;
+- an `http(s)://` URL: a rerank service speaking the Cohere/Jina protocol (`POST {model, query, documents,
+  top_n}` -> `{results: [{index, relevance_score}]}`), which llama.cpp's server, vLLM, Jina, Cohere and
+  Conductor's own `/v1/rerank` answer.
 
-None ships in a package here (shared/MODELS.md), so the offline default stays the built-in rescoring in
-`retrieval.Reranker`. A model that cannot be loaded is the server's fault, not the caller's: `RerankerUnavailable`
-answers 503 with the reason, and searches without rerank go on working.
+None ships in a package here (shared/MODELS.md), so RAG's offline default stays the built-in rescoring in
+`apps/rag/retrieval.Reranker`. A model that cannot be loaded or a service that fails is the server's fault, not the
+caller's: `RerankerUnavailable` answers 503 with the reason, and searches without rerank go on working.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 PAIRS_PER_CALL = 4  # pairs scored between two looks at the caller: a stop waits for at most this many
 RERANK_CONTEXT = 2048  # tokens llama.cpp gives one pair: the rerank template, the question and the passage
@@ -118,7 +122,63 @@ def has_rank_head(path: str) -> bool:
     try:
         return any(t.name in ("cls.output.weight", "cls.weight") for t in gguf.GGUFReader(path).tensors)
     except (ValueError, OSError) as e:  # not a GGUF, or truncated
-        raise RerankerUnavailable(f"rag.reranker: {Path(path).name} is not a readable GGUF file") from e
+        raise RerankerUnavailable(f"reranker: {Path(path).name} is not a readable GGUF file") from e
+
+
+class HttpRerankModel:
+    """A rerank service over HTTP. Pairs go PAIRS_PER_CALL to a call, as in-process, so a caller who leaves stops
+    the scoring within one call; a reranker's score is per pair, so splitting a list does not change the scores."""
+
+    def __init__(self, url: str, model: str | None = None, api_key: str | None = None, timeout_s: float = 60.0):
+        from deployments.openai_http import OpenAIHTTP
+
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise RerankerUnavailable("a rerank URL must be http(s)://host[:port]/path")
+        port = f":{parts.port}" if parts.port else ""
+        # Host and port only: a user:password in the URL must not reach an error message.
+        self.where, self.model = f"{parts.scheme}://{parts.hostname}{port}", model
+        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._secret = api_key or ""
+        self._http = OpenAIHTTP(self.where, api_key, timeout_s)
+
+    def score(self, question: str, passages: list[str], stop: threading.Event | None = None) -> list[float]:
+        scores = [float("-inf")] * len(passages)
+        for part in _groups(len(passages), stop):
+            for i, score in self._score(question, passages[part]):
+                scores[part.start + i] = score
+        return scores
+
+    def _score(self, question: str, passages: list[str]) -> list[tuple[int, float]]:
+        import httpx
+
+        from deployments.openai_http import APIStatusError
+
+        body: dict[str, Any] = {"query": _cut(question, MAX_QUESTION_BYTES), "top_n": len(passages),
+                                "documents": [_cut(p, MAX_PASSAGE_BYTES) for p in passages]}
+        if self.model:
+            body["model"] = self.model
+        try:
+            r = self._http.response("POST", self.path, json=body)
+        except httpx.HTTPError as e:
+            raise RerankerUnavailable(f"the reranker at {self.where} did not answer ({type(e).__name__})") from None
+        except APIStatusError as e:
+            reason = e.message[:200].replace(self._secret, "[redacted]") if self._secret else e.message[:200]
+            raise RerankerUnavailable(f"the reranker at {self.where} answered {e.status}: {reason}") from None
+        return self._results(r, len(passages))
+
+    def _results(self, r: Any, n: int) -> list[tuple[int, float]]:
+        """(index, score) from Cohere/Jina's `{results: [{index, relevance_score}]}` or TEI's `[{index, score}]`;
+        anything else, or an index out of range, is the service's fault."""
+        try:
+            data = r.json()
+            rows = data["results"] if isinstance(data, dict) else data
+            out = [(int(row["index"]), float(row.get("relevance_score", row.get("score")))) for row in rows]
+        except (ValueError, KeyError, TypeError):
+            raise RerankerUnavailable(f"the reranker at {self.where} answered in an unknown shape") from None
+        if any(not 0 <= i < n for i, _ in out):
+            raise RerankerUnavailable(f"the reranker at {self.where} answered an index outside the {n} documents")
+        return out
 
 
 _loaded: dict[tuple[str, int], RerankModel] = {}
@@ -126,22 +186,32 @@ _loading = threading.Lock()
 
 
 def load_rerank_model(spec: str, threads: int = 2) -> RerankModel:
-    """The model `rag.reranker` names, loaded once per process (a RagService per request must not reload it)."""
+    """The model file or folder `spec` names, loaded once per process (a RagService per request must not reload
+    it). A URL is `HttpRerankModel`, made by its user with its key and model name."""
     path = Path(spec).expanduser()
     key = (str(path), threads)
     with _loading:
         if key in _loaded:
             return _loaded[key]
         if not path.exists():
-            raise RerankerUnavailable(f"rag.reranker: {path} does not exist on this server")
+            raise RerankerUnavailable(f"reranker: {path} does not exist on this server")
         try:
             model: RerankModel = (LlamaCppRerankModel(str(path), threads) if path.suffix.lower() == ".gguf"
                                   else CrossEncoderModel(str(path)))
         except RerankerUnavailable:
             raise
         except Exception as e:  # a folder that is not a CrossEncoder, a corrupt file
-            raise RerankerUnavailable(f"rag.reranker: {path.name} could not be loaded "
+            raise RerankerUnavailable(f"reranker: {path.name} could not be loaded "
                                       f"({type(e).__name__})") from e
         _loaded[key] = model
         return model
 
+
+
+def open_rerank_model(spec: str, remote_model: str | None = None, api_key: str | None = None, threads: int = 2,
+                      timeout_s: float = 60.0) -> RerankModel:
+    """What a config's reranker names: an http(s) URL is a rerank service (`remote_model` and `api_key` are sent
+    to it); anything else a file or folder loaded in this process."""
+    if spec.startswith(("http://", "https://")):
+        return HttpRerankModel(spec, remote_model, api_key, timeout_s)
+    return load_rerank_model(spec, threads)

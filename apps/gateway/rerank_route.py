@@ -1,0 +1,75 @@
+"""/v1/rerank: scores documents against a query with the configured `reranker` (deployments/reranker.py).
+
+Cohere's and Jina's protocol, which LiteLLM's proxy also speaks: `{model, query, documents, top_n,
+return_documents}` -> `{id, model, results: [{index, relevance_score, document?}]}`, best first. Without a
+configured reranker the route answers 404 (no such model), as an unknown model does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from apps.common import APIError, error_body, read_json_body
+from apps.gateway.accounting import Call
+from apps.gateway.router import RestartWait, overloaded, replica_gone
+from apps.gateway.schemas import RerankRequest, validate
+
+BACKEND = "reranker"
+
+
+def add_rerank_route(app: FastAPI, gw: Any) -> None:
+    @app.post("/v1/rerank")
+    async def rerank(request: Request) -> Response:
+        parsed = validate(RerankRequest, await read_json_body(request, gw.config.server.max_body_bytes))
+        return await rerank_response(gw, parsed, Call.of(request))
+
+
+def _unavailable(message: str, retry: bool) -> JSONResponse:
+    return JSONResponse(error_body(message, "service_unavailable"), status_code=503,
+                        headers={"Retry-After": "1"} if retry else None)
+
+
+async def rerank_response(gw: Any, parsed: RerankRequest, call: Call) -> Response:
+    cfg = gw.config.reranker
+    if cfg is None or gw.reranker is None:
+        raise APIError(404, "this server has no reranker (set `reranker` in its config)", code="model_not_found",
+                       param="model")
+    if parsed.model not in (None, cfg.id):
+        raise APIError(404, f"rerank model {parsed.model!r} does not exist; available: [{cfg.id!r}]",
+                       code="model_not_found", param="model")
+    gw.accounting.check_model(call, cfg.id)
+    texts = parsed.texts()
+    if len(texts) > cfg.max_documents:
+        raise APIError(400, f"documents has {len(texts)} items; the limit is {cfg.max_documents}",
+                       param="documents")
+    deadline = time.monotonic() + gw.router.request_timeout_s
+    try:
+        # The deadline cancels the call, and a cancelled call stops the model (deployments/reranker.py).
+        result = await asyncio.wait_for(
+            RestartWait(gw.router.restart_grace_s).call(lambda: gw.reranker.score.remote(parsed.query, texts),
+                                                        deadline),
+            timeout=max(0.0, deadline - time.monotonic()))
+    except asyncio.TimeoutError:
+        return JSONResponse(error_body(f"the rerank took longer than the request deadline "
+                                       f"({gw.router.request_timeout_s:g} s)", "timeout"), status_code=504)
+    except Exception as e:
+        if replica_gone(e) or overloaded(e):
+            return _unavailable("the rerank deployment is restarting or full; retry shortly", retry=True)
+        raise
+    if result.error:
+        gw.metrics.requests.inc(model=cfg.id, backend=BACKEND, endpoint="rerank", status="error")
+        return _unavailable(result.error, retry=False)
+    gw.metrics.requests.inc(model=cfg.id, backend=BACKEND, endpoint="rerank", status="ok")
+    gw.metrics.latency.observe(time.perf_counter() - call.t0, model=cfg.id, backend=BACKEND, endpoint="rerank")
+    await gw.accounting.finish(call, cfg.id, BACKEND, "rerank", 0, 0)
+    order = sorted(range(len(texts)), key=lambda i: -result.scores[i])[:parsed.top_n or len(texts)]
+    results = [{"index": i, "relevance_score": result.scores[i],
+                **({"document": {"text": texts[i]}} if parsed.return_documents else {})} for i in order]
+    return JSONResponse({"id": f"rerank-{secrets.token_hex(12)}", "model": cfg.id, "results": results},
+                        headers={"x-conductor-backend": BACKEND})

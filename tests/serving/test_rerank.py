@@ -1,0 +1,103 @@
+"""/v1/rerank on the served stack (Cohere/Jina protocol), with the stand-in GGUF reranker that tests/conftest.py
+configures (tests/rag/rerank_model.py), and RAG's searches with `rag.reranker: gateway` going through it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytestmark = pytest.mark.serve
+
+QUERY = "how do I reset the router?"
+DOCS = ["Paris is the capital of France.", "Hold the reset pin for twelve seconds to reset the router.",
+        "Bananas are yellow when they are ripe.", "The router's LED blinks red while it resets.",
+        "The kettle boils water in two minutes."]
+
+
+def _rerank_requests(c) -> float:
+    """conductor_requests_total for answered reranks in the gateway's own registry."""
+    m = re.search(r'^conductor_requests_total\{[^}]*endpoint="rerank"[^}]*status="ok"[^}]*\} (\S+)$',
+                  c.get("/metrics").text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_rerank_scores_each_document_with_the_served_model(serve_stack):
+    from deployments.rerankers import load_rerank_model
+
+    with serve_stack.http() as c:
+        r = c.post("/v1/rerank", json={"model": "test-reranker", "query": QUERY, "documents": DOCS,
+                                       "return_documents": True})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model"] == "test-reranker" and r.headers["x-conductor-backend"] == "reranker"
+        results = body["results"]
+        assert sorted(x["index"] for x in results) == list(range(len(DOCS)))
+        scores = [x["relevance_score"] for x in results]
+        assert scores == sorted(scores, reverse=True)  # best first
+        assert all(x["document"]["text"] == DOCS[x["index"]] for x in results)
+        # each score belongs to its document: the same model in this process gives the same numbers
+        local = load_rerank_model(serve_stack.config.reranker.model).score(QUERY, DOCS)
+        assert [x["relevance_score"] for x in sorted(results, key=lambda x: x["index"])] == pytest.approx(local,
+                                                                                                        abs=1e-4)
+        top = c.post("/v1/rerank", json={"query": QUERY, "documents": [{"text": d} for d in DOCS], "top_n": 2})
+        assert top.status_code == 200, top.text
+        assert [x["index"] for x in top.json()["results"]] == [x["index"] for x in results[:2]]
+        assert "document" not in top.json()["results"][0]
+        listed = {m["id"]: m for m in c.get("/v1/models").json()["data"]}
+        assert listed["test-reranker"]["backends"] == ["reranker"]
+
+
+@pytest.mark.parametrize("body, status, says", [
+    ({"query": QUERY, "documents": DOCS, "model": "no-such-reranker"}, 404, "does not exist"),
+    ({"query": QUERY, "documents": DOCS * 2}, 400, "limit is 8"),
+    ({"query": "   ", "documents": DOCS}, 400, "blank"),
+    ({"query": QUERY, "documents": []}, 400, "documents"),
+    ({"query": QUERY, "documents": [3, 4]}, 400, "documents"),
+    ({"query": QUERY, "documents": DOCS, "top_n": 0}, 400, "top_n"),
+    ({"query": QUERY, "documents": DOCS, "rank_fields": ["title"]}, 400, "rank_fields"),
+    ({"documents": DOCS}, 400, "query"),
+])
+def test_a_bad_rerank_request_is_a_4xx_with_its_reason(serve_stack, body, status, says):
+    with serve_stack.http() as c:
+        r = c.post("/v1/rerank", json=body)
+        assert r.status_code == status, r.text
+        assert says in r.json()["error"]["message"]
+
+
+def test_rerank_needs_a_key(serve_stack):
+    with serve_stack.http(key=None, source="127.0.7.7") as c:
+        assert c.post("/v1/rerank", json={"query": QUERY, "documents": DOCS}).status_code == 401
+
+
+def test_an_http_rerank_model_reads_the_served_route_and_hides_its_key(serve_stack):
+    """`rag.reranker: <URL>`: the Cohere-protocol client, here against Conductor's own route."""
+    from deployments.rerankers import HttpRerankModel, RerankerUnavailable, load_rerank_model
+
+    url = serve_stack.base_url + "/v1/rerank"
+    scores = HttpRerankModel(url, "test-reranker", serve_stack.api_key).score(QUERY, DOCS)
+    local = load_rerank_model(serve_stack.config.reranker.model).score(QUERY, DOCS)
+    assert scores == pytest.approx(local, abs=1e-4)
+    wrong = "wrong-key-that-must-not-leak-123"
+    with pytest.raises(RerankerUnavailable, match="answered 401") as e:
+        HttpRerankModel(url, "test-reranker", wrong).score(QUERY, DOCS)
+    assert wrong not in str(e.value)
+    with pytest.raises(RerankerUnavailable, match="answered 404"):
+        HttpRerankModel(url, "no-such-reranker", serve_stack.api_key).score(QUERY, DOCS)
+
+
+def test_rag_search_with_rerank_goes_through_the_gateways_reranker(serve_stack):
+    octet = {"content-type": "application/octet-stream"}
+    with serve_stack.http() as c:
+        for i, text in enumerate(DOCS):
+            r = c.post("/v1/rag/rerank-kb/upload", params={"filename": f"note{i}.md"}, headers=octet,
+                       content=f"# Note {i}\n\n{text}\n".encode())
+            assert r.status_code == 200, r.text
+        before = _rerank_requests(c)
+        r = c.post("/v1/rag/rerank-kb/search", json={"question": QUERY, "k": 3, "rerank": True})
+        assert r.status_code == 200, r.text
+        assert r.json()["documents"]
+        after = _rerank_requests(c)
+        assert after > before  # the RAG app asked the gateway's reranker
+        plain = c.post("/v1/rag/rerank-kb/search", json={"question": QUERY, "k": 3})
+        assert plain.status_code == 200 and _rerank_requests(c) == after
