@@ -4,6 +4,9 @@
   the gateway (HTTP -> proxy -> gateway -> LLM replica) vs `LlamaCppEngine.chat_stream` called directly.
 - Embeddings: 16 concurrent clients posting small batches to /v1/embeddings vs one process calling
   sentence-transformers `encode` on the same texts in batches of 64.
+- Rerank: /v1/rerank with a GGUF reranker vs the same file scored by llama.cpp in this process. No reranker ships in
+  a package, so the model is the tests' stand-in (tests/rag/rerank_model.py, SmolLM2 in a reranker's layout): its
+  scores mean nothing, its cost per pair is a small reranker's.
 """
 
 from __future__ import annotations
@@ -131,6 +134,29 @@ def _direct_embed(emb, texts: list[str]) -> float:
     return len(texts) / (time.perf_counter() - t0)
 
 
+RERANK_QUERY = "how do I reset the router to its factory settings?"
+
+
+def _rerank_docs() -> list[str]:
+    return [f"Step {i}: " + " ".join(_texts(40)[i * 3:i * 3 + 3]) for i in range(8)]
+
+
+def _api_rerank(h) -> float:
+    docs = _rerank_docs()
+    t0 = time.perf_counter()
+    r = h.post("/v1/rerank", json={"query": RERANK_QUERY, "documents": docs})
+    r.raise_for_status()
+    assert len(r.json()["results"]) == len(docs)
+    return len(docs) / (time.perf_counter() - t0)
+
+
+def _direct_rerank(model) -> float:
+    docs = _rerank_docs()
+    t0 = time.perf_counter()
+    assert len(model.score(RERANK_QUERY, docs)) == len(docs)
+    return len(docs) / (time.perf_counter() - t0)
+
+
 def _med(xs: list, i: int | None = None) -> float:
     return statistics.median([x[i] if i is not None else x for x in xs])
 
@@ -146,7 +172,13 @@ def run(quick: bool = False) -> list[dict]:
     texts = _texts(n_texts)
     init_ray()
     try:
-        stack = start_stack(Path(tempfile.mkdtemp()), _free_port(), only=["gateway"])
+        from deployments.rerankers import load_rerank_model
+        from tests.rag.rerank_model import write_rerank_gguf
+
+        tmp = Path(tempfile.mkdtemp())
+        gguf = str(write_rerank_gguf(tmp / "rerank.gguf"))
+        stack = start_stack(tmp, _free_port(), only=["gateway"],
+                            reranker={"id": "bench-reranker", "model": gguf, "resources": {"num_cpus": 0.05}})
         import torch
 
         emb_cfg = stack.config.embeddings
@@ -158,6 +190,9 @@ def run(quick: bool = False) -> list[dict]:
                 lambda: _interleaved(lambda: _api_llm_once(h, n_tokens), lambda: direct.once(n_tokens), runs))
             (api_e, base_e), emb_cpu = cpu_by_process(lambda: _interleaved(
                 lambda: _api_embed(h, texts), lambda: _direct_embed(emb, texts), max(2, runs // 2)))
+            reranker = load_rerank_model(gguf, stack.config.reranker.threads)  # the replica's threads
+            (api_r, base_r), rr_cpu = cpu_by_process(lambda: _interleaved(
+                lambda: _api_rerank(h), lambda: _direct_rerank(reranker), max(2, runs // 2)))
         stack.stop()
     finally:
         ray.shutdown()
@@ -183,6 +218,11 @@ def run(quick: bool = False) -> list[dict]:
                   f"{__import__('torch').get_num_threads()} (the API's: {emb_cfg.resources.replicas_at_start} replicas "
                   f"x {emb_cfg.threads} embeddings.threads); API: 8 "
                   f"texts/request, base64 (the openai SDK's default); CPU during the runs: {emb_cpu}"},
+        {"name": "Rerank, 8 documents a request (a 135M GGUF reranker)", "conductor": round(_med(api_r), 2),
+         "baseline": round(_med(base_r), 2), "unit": "documents/s", "higher_is_better": True, "goal": "≥ 0.95×",
+         "notes": "baseline: the same GGUF scored by llama.cpp in this process (LlamaCppRerankModel, the same "
+                  f"{stack.config.reranker.threads} threads); API: /v1/rerank, one client; {len(api_r)} runs each, "
+                  f"ABBA; CPU during the runs: {rr_cpu}"},
     ]
 
 

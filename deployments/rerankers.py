@@ -68,7 +68,21 @@ class CrossEncoderModel:
         return [float(s) for part in _groups(len(pairs), stop) for s in self.model.predict(pairs[part])]
 
 
-class LlamaCppRerankModel:
+class _ScoredByGroup:
+    """`score` for a model that answers a group of pairs as (index in the group, score) pairs, in any order."""
+
+    def score(self, question: str, passages: list[str], stop: threading.Event | None = None) -> list[float]:
+        scores = [float("-inf")] * len(passages)
+        for part in _groups(len(passages), stop):
+            for i, score in self._score(question, passages[part]):
+                scores[part.start + i] = score
+        return scores
+
+    def _score(self, question: str, passages: list[str]) -> list[tuple[int, float]]:
+        raise NotImplementedError
+
+
+class LlamaCppRerankModel(_ScoredByGroup):
     """A GGUF reranker in llama.cpp's rerank mode (rank pooling): one server, one slot; concurrent searches queue
     inside llama.cpp rather than each loading the model."""
 
@@ -92,13 +106,6 @@ class LlamaCppRerankModel:
         except RuntimeError as e:  # llama.cpp logs why; the usual cause is a GGUF without a rank head
             raise RerankerUnavailable(f"llama.cpp could not load {Path(path).name} as a reranker (a reranker GGUF "
                                       "has a classification head; the server log has llama.cpp's reason)") from e
-
-    def score(self, question: str, passages: list[str], stop: threading.Event | None = None) -> list[float]:
-        scores = [float("-inf")] * len(passages)
-        for part in _groups(len(passages), stop):
-            for i, score in self._score(question, passages[part]):
-                scores[part.start + i] = score
-        return scores
 
     def _score(self, question: str, passages: list[str]) -> list[tuple[int, float]]:
         """(index in `passages`, score) pairs: llama.cpp answers best first."""
@@ -125,7 +132,7 @@ def has_rank_head(path: str) -> bool:
         raise RerankerUnavailable(f"reranker: {Path(path).name} is not a readable GGUF file") from e
 
 
-class HttpRerankModel:
+class HttpRerankModel(_ScoredByGroup):
     """A rerank service over HTTP. Pairs go PAIRS_PER_CALL to a call, as in-process, so a caller who leaves stops
     the scoring within one call; a reranker's score is per pair, so splitting a list does not change the scores."""
 
@@ -141,13 +148,6 @@ class HttpRerankModel:
         self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._secret = api_key or ""
         self._http = OpenAIHTTP(self.where, api_key, timeout_s)
-
-    def score(self, question: str, passages: list[str], stop: threading.Event | None = None) -> list[float]:
-        scores = [float("-inf")] * len(passages)
-        for part in _groups(len(passages), stop):
-            for i, score in self._score(question, passages[part]):
-                scores[part.start + i] = score
-        return scores
 
     def _score(self, question: str, passages: list[str]) -> list[tuple[int, float]]:
         import httpx

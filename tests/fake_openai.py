@@ -26,6 +26,8 @@ class FakeOpenAI:
         self.fail = False
         self.leak = False
         self.delay_s = 0.0
+        self.word_delay_s = 0.0  # between a stream's words, so a client can leave in the middle of one
+        self.words_streamed = 0
         self.hits = 0
         self.reply: str | None = None  # a fixed answer (a model that says something specific), else the echo
         self.port = free_port()
@@ -72,10 +74,15 @@ class FakeOpenAI:
             text = self._reply(body)
             usage = {"prompt_tokens": 5, "completion_tokens": len(text.split()), "total_tokens": 5 + len(text.split())}
             if body.get("stream"):
-                def events():
+                async def events():
                     base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
                             "model": body.get("model")}
                     for i, w in enumerate(text.split()):
+                        if self.word_delay_s:
+                            await asyncio.sleep(self.word_delay_s)
+                            if await req.is_disconnected():  # as a real API does: a client that left stops it
+                                return
+                        self.words_streamed += 1
                         delta = {"content": w if i == 0 else " " + w}
                         yield "data: " + json.dumps({**base, "choices": [{"index": 0, "delta": delta,
                                                                           "finish_reason": None}]}) + "\n\n"

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from apps.common import APIError, error_body, install_common, public, read_json_body
 from apps.gateway.accounting import CLIENT_CLOSED, Call, to_the_end
 from apps.gateway.cache import cache_key
-from apps.gateway.router import RestartWait, RoutedModel, overloaded, replica_gone
+from apps.gateway.router import RoutedModel, Unanswered, call_deployment
 from apps.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from apps.gateway.schemas import validate as _validate
 from deployments.engines.base import EngineError
@@ -456,14 +456,11 @@ async def embeddings_response(gw: Any, parsed: EmbeddingRequest, call: Call) -> 
     if len(texts) > cfg.max_inputs:
         raise APIError(400, f"input has {len(texts)} items; the limit is {cfg.max_inputs}", param="input")
     # A replica that dies mid-call: asked again (the other replica, or its restart) as the router does for models.
-    deadline = time.monotonic() + gw.router.request_timeout_s
     try:
-        result = await RestartWait(gw.router.restart_grace_s).call(lambda: gw.embedder.embed.remote(texts), deadline)
-    except Exception as e:
-        if replica_gone(e) or overloaded(e):
-            return JSONResponse(error_body("the embeddings deployment is restarting or full; retry shortly",
-                                           "service_unavailable"), status_code=503, headers={"Retry-After": "1"})
-        raise
+        result = await call_deployment(lambda: gw.embedder.embed.remote(texts), "embeddings",
+                                       gw.router.restart_grace_s, gw.router.request_timeout_s)
+    except Unanswered as e:
+        return e.response()
     vecs, tokens = np.asarray(result.vectors, dtype=np.float32), int(result.tokens)
     if parsed.dimensions is not None and vecs.shape[-1] != parsed.dimensions:
         raise APIError(400, f"model {cfg.id!r} makes {vecs.shape[-1]}-dimensional embeddings; it cannot return "

@@ -7,7 +7,6 @@ configured reranker the route answers 404 (no such model), as an unknown model d
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from typing import Any
@@ -17,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 
 from apps.common import APIError, error_body, read_json_body
 from apps.gateway.accounting import Call
-from apps.gateway.router import RestartWait, overloaded, replica_gone
+from apps.gateway.router import Unanswered, call_deployment
 from apps.gateway.schemas import RerankRequest, validate
 
 BACKEND = "reranker"
@@ -28,11 +27,6 @@ def add_rerank_route(app: FastAPI, gw: Any) -> None:
     async def rerank(request: Request) -> Response:
         parsed = validate(RerankRequest, await read_json_body(request, gw.config.server.max_body_bytes))
         return await rerank_response(gw, parsed, Call.of(request))
-
-
-def _unavailable(message: str, retry: bool) -> JSONResponse:
-    return JSONResponse(error_body(message, "service_unavailable"), status_code=503,
-                        headers={"Retry-After": "1"} if retry else None)
 
 
 async def rerank_response(gw: Any, parsed: RerankRequest, call: Call) -> Response:
@@ -48,23 +42,14 @@ async def rerank_response(gw: Any, parsed: RerankRequest, call: Call) -> Respons
     if len(texts) > cfg.max_documents:
         raise APIError(400, f"documents has {len(texts)} items; the limit is {cfg.max_documents}",
                        param="documents")
-    deadline = time.monotonic() + gw.router.request_timeout_s
-    try:
-        # The deadline cancels the call, and a cancelled call stops the model (deployments/reranker.py).
-        result = await asyncio.wait_for(
-            RestartWait(gw.router.restart_grace_s).call(lambda: gw.reranker.score.remote(parsed.query, texts),
-                                                        deadline),
-            timeout=max(0.0, deadline - time.monotonic()))
-    except asyncio.TimeoutError:
-        return JSONResponse(error_body(f"the rerank took longer than the request deadline "
-                                       f"({gw.router.request_timeout_s:g} s)", "timeout"), status_code=504)
-    except Exception as e:
-        if replica_gone(e) or overloaded(e):
-            return _unavailable("the rerank deployment is restarting or full; retry shortly", retry=True)
-        raise
+    try:  # the deadline cancels the call, and a cancelled call stops the model (deployments/reranker.py)
+        result = await call_deployment(lambda: gw.reranker.score.remote(parsed.query, texts), "rerank",
+                                       gw.router.restart_grace_s, gw.router.request_timeout_s)
+    except Unanswered as e:
+        return e.response()
     if result.error:
         gw.metrics.requests.inc(model=cfg.id, backend=BACKEND, endpoint="rerank", status="error")
-        return _unavailable(result.error, retry=False)
+        return JSONResponse(error_body(result.error, "service_unavailable"), status_code=503)
     gw.metrics.requests.inc(model=cfg.id, backend=BACKEND, endpoint="rerank", status="ok")
     gw.metrics.latency.observe(time.perf_counter() - call.t0, model=cfg.id, backend=BACKEND, endpoint="rerank")
     await gw.accounting.finish(call, cfg.id, BACKEND, "rerank", 0, 0)

@@ -239,6 +239,37 @@ class RestartWait:
             await self.sleep(deadline)
 
 
+class Unanswered(Exception):
+    """A deployment with no fallback chain (the embedder, the reranker) gave no answer: 503 while it restarts or
+    its queue is full (retry), 504 past the request's deadline."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+    def response(self) -> Any:
+        from fastapi.responses import JSONResponse
+
+        from apps.common import error_body
+
+        kind, retry = ("timeout", None) if self.status == 504 else ("service_unavailable", {"Retry-After": "1"})
+        return JSONResponse(error_body(self.message, kind), status_code=self.status, headers=retry)
+
+
+async def call_deployment(fn: Any, what: str, grace_s: float, timeout_s: float) -> Any:
+    """`await fn()` (a handle call) within the request's deadline, asked again while the replica restarts. Past the
+    deadline the call is cancelled, which Serve passes on to the replica."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        return await asyncio.wait_for(RestartWait(grace_s).call(fn, deadline), timeout=timeout_s)
+    except asyncio.TimeoutError:
+        raise Unanswered(504, f"the {what} took longer than the request deadline ({timeout_s:g} s)") from None
+    except Exception as e:
+        if replica_gone(e) or overloaded(e):
+            raise Unanswered(503, f"the {what} deployment is restarting or full; retry shortly") from None
+        raise
+
+
 def overloaded(e: BaseException) -> bool:
     """The backend's queue is full (max_queued_requests): shed load, no strike against the backend."""
     try:

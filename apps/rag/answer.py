@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from typing import Any, Iterator
 
 from pydantic import BaseModel, Field
@@ -175,28 +176,23 @@ def _schema_refused(e: Exception) -> bool:
     return getattr(e, "status", None) == 400 and not getattr(e, "mid_stream", False)
 
 
-def generate(client: Any, model: str, question: str, hits: list[Hit], max_chars: int,
-             max_tokens: int = 256, structured: bool = True) -> str:
-    if structured:
-        try:
-            raw = client.chat_text(build_messages(question, hits, max_chars, True), model=model, temperature=0.0,
-                                   max_tokens=max_tokens, response_format=response_format())
-            return from_json(raw, len(hits)) or raw  # a backend that ignored the schema: its text as it came
-        except Exception as e:
-            if not _schema_refused(e):
-                raise
-    return client.chat_text(build_messages(question, hits, max_chars), model=model, temperature=0.0,
-                            max_tokens=max_tokens)
+class AnswerCancelled(Exception):
+    """The request that asked for the answer was cancelled (its client left); the generation was stopped."""
 
 
 def generate_stream(client: Any, model: str, question: str, hits: list[Hit], max_chars: int,
-                    max_tokens: int = 256, structured: bool = True) -> Iterator[str]:
-    """Yields answer text as it is written; with a schema, the "answer" field's text, then the [n] markers."""
+                    max_tokens: int = 256, structured: bool = True,
+                    stop: threading.Event | None = None) -> Iterator[str]:
+    """Yields answer text as it is written; with a schema, the "answer" field's text, then the [n] markers.
+    `stop` (set when the request is cancelled) ends it with AnswerCancelled at the model's next piece, and the stream
+    to the gateway is closed, which the gateway passes on to the engine: no slot keeps decoding for nobody."""
     if structured:
         field, started = AnswerField(), False
+        stream = _pieces(client.chat_stream(build_messages(question, hits, max_chars, True), model=model,
+                                            temperature=0.0, max_tokens=max_tokens,
+                                            response_format=response_format()), stop)
         try:
-            for piece in client.chat_stream(build_messages(question, hits, max_chars, True), model=model,
-                                            temperature=0.0, max_tokens=max_tokens, response_format=response_format()):
+            for piece in stream:
                 started = True
                 if new := field.feed(piece):
                     yield new
@@ -210,5 +206,19 @@ def generate_stream(client: Any, model: str, question: str, hits: list[Hit], max
             elif len(full) > field.sent:
                 yield full[field.sent:]  # the citation markers
             return
-    yield from client.chat_stream(build_messages(question, hits, max_chars), model=model, temperature=0.0,
-                                  max_tokens=max_tokens)
+        finally:
+            stream.close()  # now, not when collected: a caller that stops early must end the model's stream
+    yield from _pieces(client.chat_stream(build_messages(question, hits, max_chars), model=model, temperature=0.0,
+                                          max_tokens=max_tokens), stop)
+
+
+def _pieces(stream: Iterator[str], stop: threading.Event | None) -> Iterator[str]:
+    try:
+        for piece in stream:
+            if stop is not None and stop.is_set():
+                raise AnswerCancelled
+            yield piece
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()

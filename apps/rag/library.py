@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from apps.rag.answer import NO_ANSWER, Answer, generate, generate_stream, low_relevance, make_answer
+from apps.rag.answer import NO_ANSWER, Answer, generate_stream, low_relevance, make_answer
 from apps.rag.chunking import STRATEGIES
 from apps.rag.ingest import IngestReport, Progress, SparseEncoder, ingest_local, plan
 from apps.rag.retrieval import DocumentHit, Hit, Reranker, SearchParams, search_documents
@@ -239,8 +239,9 @@ class RagService:
         if warning:
             return make_answer(NO_ANSWER, hits, None, warning).model_copy(update={"citations": []})
         model = model or self.cfg.chat_model
-        text = generate(self.client, model, question, hits, self.cfg.max_context_chars,
-                        structured=self.cfg.structured_citations)
+        # Streamed from the gateway even for a whole answer, so that a cancelled request stops the model.
+        text = "".join(generate_stream(self.client, model, question, hits, self.cfg.max_context_chars,
+                                       structured=self.cfg.structured_citations, stop=stop))
         return self._grounded(question, make_answer(text, hits, model, None), hits)
 
     def ask_stream(self, collection: str, question: str, params: SearchParams | None = None,
@@ -255,7 +256,7 @@ class RagService:
         model = model or self.cfg.chat_model
         text = ""
         for piece in generate_stream(self.client, model, question, hits, self.cfg.max_context_chars,
-                                     structured=self.cfg.structured_citations):
+                                     structured=self.cfg.structured_citations, stop=stop):
             text += piece
             yield {"type": "delta", "text": piece}
         yield {"type": "answer", **self._grounded(question, make_answer(text, hits, model, None), hits).model_dump()}

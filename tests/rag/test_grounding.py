@@ -112,3 +112,29 @@ def test_a_one_word_answer_from_a_table_is_checked_and_a_table_is_quoted_whole(m
 
     text, _ = extractive_answer(q, [H()], minilm)
     assert "| North | 1200 | 4% |" in text and "| Region | Revenue | Growth |" in text
+
+
+def test_a_cancelled_ask_stops_the_generation(service, tmp_path):
+    """`ask` (a whole answer) streams from the gateway and closes the stream when its request is cancelled, so the
+    model stops writing for nobody; a whole-response call would run on to its end."""
+    import threading
+
+    from apps.client import ConductorClient
+    from apps.rag.answer import AnswerCancelled
+    from tests.fake_openai import FakeOpenAI
+
+    (tmp_path / "manual.md").write_text(MANUAL)
+    service.ingest([str(tmp_path / "manual.md")], "kb")
+    fake = FakeOpenAI("slow").start()
+    try:
+        fake.reply = " ".join(f"word{i}" for i in range(40))
+        fake.word_delay_s = 0.1
+        service._client = ConductorClient(base_url=fake.base_url.removesuffix("/v1"))
+        stop = threading.Event()
+        threading.Timer(1.0, stop.set).start()  # the client leaves a second in
+        with pytest.raises(AnswerCancelled):
+            service.ask("kb", Q, stop=stop)
+        threading.Event().wait(1.0)  # a stream still open would go on sending words meanwhile
+        assert 0 < fake.words_streamed < 30, fake.words_streamed
+    finally:
+        fake.stop()

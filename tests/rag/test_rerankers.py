@@ -198,32 +198,18 @@ class _RerankService:
     with `reply(body)` and records what it was sent."""
 
     def __init__(self, reply):
-        import json
         import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        from tests.conftest import free_port
+        from apps.agent.local_chat_server import json_http_server
 
-        service = self
         self.sent: list[tuple[str, dict, str]] = []
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's name
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                service.sent.append((self.path, body, self.headers.get("authorization", "")))
-                status, payload = reply(body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+        def answer(body, path, auth):
+            self.sent.append((path, body, auth or ""))
+            return reply(body)
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.server = json_http_server(answer)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):

@@ -136,3 +136,28 @@ def test_a_half_open_trial_whose_caller_leaves_does_not_keep_the_backend_out():
 
     assert asyncio.run(run()) == "only"
     assert model.breakers["only"].state() == "closed"
+
+
+def test_a_deployment_call_past_the_deadline_is_a_504_and_is_cancelled():
+    """The embeddings and rerank routes have no fallback chain; their one call still ends at the request's
+    deadline, and the call is cancelled (Serve passes that on to the replica)."""
+    from apps.gateway.router import Unanswered, call_deployment
+
+    cancelled = []
+
+    async def slow():
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    async def scenario():
+        with pytest.raises(Unanswered) as e:
+            await call_deployment(slow, "rerank", grace_s=5, timeout_s=0.2)
+        assert e.value.status == 504 and "deadline" in e.value.message
+        assert e.value.response().status_code == 504
+        assert await call_deployment(lambda: asyncio.sleep(0, "ok"), "rerank", 5, 1) == "ok"
+
+    asyncio.run(scenario())
+    assert cancelled == [True]
