@@ -14,6 +14,7 @@ caller's: `RerankerUnavailable` answers 503 with the reason, and searches withou
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,10 +73,14 @@ class _ScoredByGroup:
     """`score` for a model that answers a group of pairs as (index in the group, score) pairs, in any order."""
 
     def score(self, question: str, passages: list[str], stop: threading.Event | None = None) -> list[float]:
-        scores = [float("-inf")] * len(passages)
+        scores = [math.nan] * len(passages)
         for part in _groups(len(passages), stop):
             for i, score in self._score(question, passages[part]):
                 scores[part.start + i] = score
+        unusable = sum(not math.isfinite(s) for s in scores)  # a passage left out, or a NaN: no order can be made
+        if unusable:
+            raise RerankerUnavailable(f"the reranker gave no usable score for {unusable} of the {len(passages)} "
+                                      "passages")
         return scores
 
     def _score(self, question: str, passages: list[str]) -> list[tuple[int, float]]:

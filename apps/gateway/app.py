@@ -1,5 +1,6 @@
 """The gateway Serve application: one ingress (OpenAI API + Gradio UI at /ui) composed with one deployment per
-local engine backend, the embeddings deployment and the rerank deployment when one is configured. `build_app` is what a Serve YAML's import_path names."""
+local engine backend, the embeddings deployment and, when one is configured, the rerank deployment. `build_app` is
+what a Serve YAML's import_path names."""
 
 from __future__ import annotations
 

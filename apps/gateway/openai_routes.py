@@ -1,5 +1,6 @@
 """The OpenAI-compatible HTTP surface: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models,
-plus /v1/rerank (rerank_route.py), /healthz, /metrics and /v1/status. Built inside the gateway replica by `build_api(gateway)`."""
+plus /v1/rerank (rerank_route.py), /healthz, /metrics and /v1/status. Built inside the gateway replica by
+`build_api(gateway)`."""
 
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ Every hit carries its dense cosine to the question (computed from the stored vec
 scores are rank-based and say nothing about relevance, so the low-relevance warning uses the cosine.
 
 Rerank: the model `rag.reranker` names -- a GGUF reranker run by llama.cpp, a sentence-transformers CrossEncoder
-folder, or a rerank service over HTTP (deployments/rerankers.py; none ships in a package here); otherwise the built-in rescoring of the fused candidates:
+folder, or a rerank service over HTTP (deployments/rerankers.py; none ships in a package here); otherwise the
+built-in rescoring of the fused candidates:
 dense cosine plus a bonus for the share of the query's BM25 terms the passage contains (what RRF's rank-only view
 throws away). Either way the first `rag.rerank_candidates` documents are rescored by their best passage.
 """

@@ -237,6 +237,7 @@ def test_a_rerank_url_is_asked_in_cohere_shape_and_its_bad_answers_are_the_servi
 
     answers = {"unknown shape": (200, {"scores": [1, 2]}),
                "outside the": (200, {"results": [{"index": 9, "relevance_score": 1.0}]}),
+               "no usable score for 1 of the 2": (200, {"results": [{"index": 0, "relevance_score": 1.0}]}),
                "answered 429: slow down": (429, {"error": {"message": "slow down, secret-key-12345"}})}
     for says, answer in answers.items():
         svc = _RerankService(lambda body, answer=answer: answer)
