@@ -1,4 +1,5 @@
-"""/v1/rerank: scores documents against a query with the configured `reranker` (deployments/reranker.py).
+"""/v1/rerank and /v2/rerank: score documents against a query with the configured `reranker`
+(deployments/reranker.py).
 
 Cohere's and Jina's protocol, which LiteLLM's proxy also speaks: `{model, query, documents, top_n,
 return_documents}` -> `{id, model, results: [{index, relevance_score, document?}]}`, best first. Without a
@@ -23,10 +24,13 @@ BACKEND = "reranker"
 
 
 def add_rerank_route(app: FastAPI, gw: Any) -> None:
-    @app.post("/v1/rerank")
     async def rerank(request: Request) -> Response:
         parsed = validate(RerankRequest, await read_json_body(request, gw.config.server.max_body_bytes))
         return await rerank_response(gw, parsed, Call.of(request))
+
+    # Cohere's SDK calls /v1/rerank from `Client` and /v2/rerank from `ClientV2`; what they send is the same here.
+    for path in ("/v1/rerank", "/v2/rerank"):
+        app.add_api_route(path, rerank, methods=["POST"], name=f"rerank {path[1:3]}")
 
 
 async def rerank_response(gw: Any, parsed: RerankRequest, call: Call) -> Response:

@@ -65,6 +65,27 @@ def test_a_bad_rerank_request_is_a_4xx_with_its_reason(serve_stack, body, status
         assert says in r.json()["error"]["message"]
 
 
+def test_the_cohere_sdk_reranks_through_conductor(serve_stack):
+    """The official Cohere client, both generations: `ClientV2` posts to /v2/rerank, `Client` to /v1/rerank."""
+    import cohere
+
+    v2 = cohere.ClientV2(api_key=serve_stack.api_key, base_url=serve_stack.base_url, timeout=120)
+    top = v2.rerank(model="test-reranker", query=QUERY, documents=DOCS, top_n=2)
+    assert len(top.results) == 2 and top.results[0].relevance_score >= top.results[1].relevance_score
+    v1 = cohere.Client(api_key=serve_stack.api_key, base_url=serve_stack.base_url, timeout=120)
+    every = v1.rerank(model="test-reranker", query=QUERY, documents=DOCS, return_documents=True)
+    assert sorted(r.index for r in every.results) == list(range(len(DOCS)))
+    assert all(r.document.text == DOCS[r.index] for r in every.results)
+    assert [r.index for r in every.results[:2]] == [r.index for r in top.results]
+    with pytest.raises(cohere.errors.NotFoundError):
+        v2.rerank(model="no-such-reranker", query=QUERY, documents=DOCS)
+    with pytest.raises(cohere.errors.BadRequestError):
+        v2.rerank(model="test-reranker", query=QUERY, documents=DOCS, max_tokens_per_doc=64)  # not ours: refused
+    with pytest.raises(cohere.errors.UnauthorizedError):
+        cohere.ClientV2(api_key="not-a-key-0000", base_url=serve_stack.base_url).rerank(
+            model="test-reranker", query=QUERY, documents=DOCS)
+
+
 def test_rerank_needs_a_key(serve_stack):
     with serve_stack.http(key=None, source="127.0.7.7") as c:
         assert c.post("/v1/rerank", json={"query": QUERY, "documents": DOCS}).status_code == 401
@@ -101,3 +122,19 @@ def test_rag_search_with_rerank_goes_through_the_gateways_reranker(serve_stack):
         assert after > before  # the RAG app asked the gateway's reranker
         plain = c.post("/v1/rag/rerank-kb/search", json={"question": QUERY, "k": 3})
         assert plain.status_code == 200 and _rerank_requests(c) == after
+
+
+def test_the_readmes_rerank_example_runs_as_written(serve_stack):
+    """The README's Cohere block, as written but for this stack's address, key and reranker's name."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "cohere" in b]
+    code = (block.replace("http://127.0.0.1:8000", serve_stack.base_url)
+            .replace('"unused-on-loopback"', repr(serve_stack.api_key)).replace('"bge-reranker"', '"test-reranker"'))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert re.fullmatch(r"\[\(\d, -?[\d.]+\), \(\d, -?[\d.]+\)\]\n", r.stdout), r.stdout
