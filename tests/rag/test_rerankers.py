@@ -193,38 +193,16 @@ def test_a_cancelled_search_stops_its_rerank(rag_config, service, spy, tmp_path,
     assert held.calls == 1
 
 
-class _RerankService:
-    """A real HTTP server standing in for a hosted rerank API (the edge a test cannot reach): it answers each POST
-    with `reply(body)` and records what it was sent."""
-
-    def __init__(self, reply):
-        import threading
-
-        from apps.agent.local_chat_server import json_http_server
-
-        self.sent: list[tuple[str, dict, str]] = []
-
-        def answer(body, path, auth):
-            self.sent.append((path, body, auth or ""))
-            return reply(body)
-
-        self.server = json_http_server(answer)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_a_rerank_url_is_asked_in_cohere_shape_and_its_bad_answers_are_the_services_fault():
+    from tests.fake_rerank import FakeRerankAPI
+
     from deployments.rerankers import PAIRS_PER_CALL, RerankerUnavailable, open_rerank_model
 
     def cohere(body):  # relevance = the passage's length, best first as Cohere answers
         order = sorted(range(len(body["documents"])), key=lambda i: -len(body["documents"][i]))
         return 200, {"results": [{"index": i, "relevance_score": float(len(body["documents"][i]))} for i in order]}
 
-    svc = _RerankService(cohere)
+    svc = FakeRerankAPI(cohere)
     try:
         model = open_rerank_model(svc.url + "/v1/rerank?api-version=2", "rerank-english-v3.0", "secret-key-12345")
         assert model.score("q", PASSAGES) == [float(len(p)) for p in PASSAGES]
@@ -240,7 +218,7 @@ def test_a_rerank_url_is_asked_in_cohere_shape_and_its_bad_answers_are_the_servi
                "no usable score for 1 of the 2": (200, {"results": [{"index": 0, "relevance_score": 1.0}]}),
                "answered 429: slow down": (429, {"error": {"message": "slow down, secret-key-12345"}})}
     for says, answer in answers.items():
-        svc = _RerankService(lambda body, answer=answer: answer)
+        svc = FakeRerankAPI(lambda body, answer=answer: answer)
         try:
             with pytest.raises(RerankerUnavailable, match=says) as e:
                 open_rerank_model(svc.url + "/rerank", api_key="secret-key-12345").score("q", PASSAGES[:2])
@@ -248,7 +226,7 @@ def test_a_rerank_url_is_asked_in_cohere_shape_and_its_bad_answers_are_the_servi
         finally:
             svc.close()
 
-    tei = _RerankService(lambda body: (200, [{"index": 1, "score": 0.9}, {"index": 0, "score": 0.1}]))
+    tei = FakeRerankAPI(lambda body: (200, [{"index": 1, "score": 0.9}, {"index": 0, "score": 0.1}]))
     try:  # Hugging Face TEI's /rerank answers a bare list
         assert open_rerank_model(tei.url + "/rerank").score("q", PASSAGES[:2]) == [0.1, 0.9]
     finally:

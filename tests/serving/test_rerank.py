@@ -138,3 +138,35 @@ def test_the_readmes_rerank_example_runs_as_written(serve_stack):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert re.fullmatch(r"\[\(\d, -?[\d.]+\), \(\d, -?[\d.]+\)\]\n", r.stdout), r.stdout
+
+
+def test_a_served_reranker_can_forward_to_a_hosted_api_and_only_it_gets_the_key(serve_stack, monkeypatch):
+    """`reranker.model` a URL: the Reranker replica asks the hosted API (a real HTTP server standing in for it) with
+    the key named by `api_key_env`, which reaches that deployment's replicas and nothing else."""
+    from ray import serve
+
+    from cluster.config import RerankerConfig
+    from cluster.runtime import secret_env_names
+    from deployments.reranker import reranker_deployment
+    from tests.fake_rerank import FakeRerankAPI
+
+    def hosted(body):
+        n = len(body["documents"])
+        return 200, {"results": [{"index": i, "relevance_score": float(n - i)} for i in range(n)]}
+
+    svc = FakeRerankAPI(hosted)
+    monkeypatch.setenv("HOSTED_RERANK_KEY", "hosted-secret-4242")
+    cfg = RerankerConfig(id="hosted", model=svc.url + "/v1/rerank", remote_model="rerank-v3.5",
+                         api_key_env="HOSTED_RERANK_KEY", resources={"num_cpus": 0.01})
+    try:
+        serve.run(reranker_deployment(cfg), name="rerank-forward", route_prefix=None)
+        handle = serve.get_app_handle("rerank-forward")
+        result = handle.score.remote(QUERY, DOCS[:3]).result(timeout_s=120)
+        assert result.scores == [3.0, 2.0, 1.0] and not result.error
+        path, body, auth = svc.sent[0]
+        assert auth == "Bearer hosted-secret-4242" and body["model"] == "rerank-v3.5" and path == "/v1/rerank"
+        # the head never holds it: only the deployment whose config names it does
+        assert "HOSTED_RERANK_KEY" in secret_env_names(serve_stack.config.model_copy(update={"reranker": cfg}))
+    finally:
+        serve.delete("rerank-forward")
+        svc.close()
