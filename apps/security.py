@@ -53,6 +53,27 @@ def depth_exceeds(raw: bytes, limit: int) -> bool:
     return False
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def lone_surrogate(raw: bytes) -> bool:
+    """Whether a JSON body holds a string with half a UTF-16 surrogate pair (`"\\ud800"` alone). That is valid JSON
+    but not text: every UTF-8 encoder downstream (llama.cpp's, a tokenizer's, the store's) fails on it, which would
+    make a caller's mistake a server error. Only bodies with a surrogate escape are parsed here (a Python client
+    escapes every emoji as a pair); a body that is not JSON is left for the route to refuse."""
+    if not _SURROGATE_ESCAPE.search(raw):
+        return False
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return False
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def request_user(request: Any) -> str:
     """The user the guard authenticated for this request (LOCAL_USER on a keyless server)."""
     return getattr(request.state, "user", LOCAL_USER)
@@ -402,6 +423,9 @@ class Guard:
         body, replayed = b"".join(chunks), False
         if depth_exceeds(body, MAX_JSON_DEPTH):
             return await send_error(send, 400, f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+        if lone_surrogate(body):
+            return await send_error(send, 400, "request body has a string with half a UTF-16 surrogate pair "
+                                    "(a \\uD800-\\uDFFF escape without its other half), which is not text")
 
         async def replay() -> dict[str, Any]:
             nonlocal replayed

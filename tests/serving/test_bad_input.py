@@ -74,3 +74,25 @@ def test_embedding_bad_inputs(serve_stack, body, status):
 def test_still_serving_after_bad_inputs(serve_stack):
     r = serve_stack.http().post(CHAT, json={"model": "echo", "messages": [{"role": "user", "content": "alive"}]})
     assert r.status_code == 200 and "alive" in r.json()["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize("path, body", [
+    (CHAT, b'{"model": "smollm2", "messages": [{"role": "user", "content": "\\ud800"}], "max_tokens": 4}'),
+    (CHAT, b'{"model": "smollm2", "messages": [{"role": "user", "content": "ok \\udc00 then"}], "max_tokens": 4}'),
+    ("/v1/embeddings", b'{"input": ["fine", "\\ud83d"]}'),
+    ("/v1/rerank", b'{"query": "\\udfff", "documents": ["a"]}'),
+    ("/v1/rag/kb/search", b'{"question": "reset \\ud800"}'),
+])
+def test_half_a_surrogate_pair_is_a_400_not_a_strike_against_the_engine(serve_stack, path, body):
+    """`"\\ud800"` alone is valid JSON but not text: the engine's UTF-8 encoder failed on it, which answered 503 and
+    counted against the backend (found by the `hardening` bench's 10,000-request fuzz)."""
+    with serve_stack.http() as c:
+        failures = c.get("/v1/status").json()["router"]["smollm2"]["smollm2-llamacpp"]["failures"]
+        r = c.post(path, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400, r.text
+        assert "surrogate" in r.json()["error"]["message"]
+        after = c.get("/v1/status").json()["router"]["smollm2"]["smollm2-llamacpp"]
+        assert after["breaker"] == "closed" and after["failures"] == failures
+        # an emoji sent as an escaped pair (what Python's json.dumps writes) is text, and is served
+        ok = c.post(CHAT, json={"model": "smollm2", "max_tokens": 2, "messages": [{"role": "user", "content": "hi 😀"}]})
+        assert ok.status_code == 200, ok.text
