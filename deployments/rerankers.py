@@ -157,6 +157,7 @@ class HttpRerankModel(_ScoredByGroup):
     def _score(self, question: str, passages: list[str]) -> list[tuple[int, float]]:
         import httpx
 
+        from deployments.engines.base import redact
         from deployments.openai_http import APIStatusError
 
         body: dict[str, Any] = {"query": _cut(question, MAX_QUESTION_BYTES), "top_n": len(passages),
@@ -167,9 +168,9 @@ class HttpRerankModel(_ScoredByGroup):
             r = self._http.response("POST", self.path, json=body)
         except httpx.HTTPError as e:
             raise RerankerUnavailable(f"the reranker at {self.where} did not answer ({type(e).__name__})") from None
-        except APIStatusError as e:
-            reason = e.message[:200].replace(self._secret, "[redacted]") if self._secret else e.message[:200]
-            raise RerankerUnavailable(f"the reranker at {self.where} answered {e.status}: {reason}") from None
+        except APIStatusError as e:  # redacted before it is cut, so no part of a key survives at the cut
+            raise RerankerUnavailable(f"the reranker at {self.where} answered {e.status}: "
+                                      f"{redact(e.message, (self._secret,))[:200]}") from None
         return self._results(r, len(passages))
 
     def _results(self, r: Any, n: int) -> list[tuple[int, float]]:
@@ -210,7 +211,6 @@ def load_rerank_model(spec: str, threads: int = 2) -> RerankModel:
                                       f"({type(e).__name__})") from e
         _loaded[key] = model
         return model
-
 
 
 def open_rerank_model(spec: str, remote_model: str | None = None, api_key: str | None = None, threads: int = 2,
