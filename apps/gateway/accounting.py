@@ -34,6 +34,8 @@ class Call:
     variant: str = ""  # the rollout variant of the backend that answered
     end_user: str | None = None  # the request's `user` field: an application's own user, behind one key
     finished: bool = False  # settled and logged: a request is charged once, however it ends
+    cache_read: bool = True  # False for `Cache-Control: no-cache`: a fresh answer, never a cached one
+    cache_write: bool = True  # False for `Cache-Control: no-store`: the answer is not kept
 
     @property
     def route_user(self) -> str:
@@ -42,7 +44,9 @@ class Call:
 
     @classmethod
     def of(cls, request: Any) -> "Call":
-        return cls(getattr(request.state, "user", "local"), getattr(request.state, "virtual_key", None))
+        directives = {d.strip().lower() for d in request.headers.get("cache-control", "").split(",")}
+        return cls(getattr(request.state, "user", "local"), getattr(request.state, "virtual_key", None),
+                   cache_read="no-cache" not in directives, cache_write="no-store" not in directives)
 
 
 CLIENT_CLOSED = 499  # the status a spend row gets when the client left before its answer ended (nginx's code)

@@ -1,7 +1,8 @@
-"""Exact-match response cache for deterministic requests (temperature 0, not streamed), shared through Redis when
-configured.
+"""Exact-match response cache for deterministic requests (temperature 0), shared through Redis when configured.
 
-Sampling at temperature > 0 is meant to differ between calls, so only greedy requests are cached.
+Sampling at temperature > 0 is meant to differ between calls, so only greedy requests are cached. A streamed request
+has the same key as the same request asked whole: the cache holds whole answers, and a stream is put together from
+its chunks and replayed from one (stream_cache.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ _IGNORED = {"stream", "stream_options", "user"}
 
 def cache_key(endpoint: str, model: str, req: dict[str, Any], user: str) -> str | None:
     """Keyed by user too: one user's cached answer is never served to another (it may carry their data)."""
-    if req.get("stream") or req.get("temperature") is None or float(req["temperature"]) != 0.0:
+    if req.get("temperature") is None or float(req["temperature"]) != 0.0:
         return None
     body = {k: v for k, v in req.items() if k not in _IGNORED}
     raw = json.dumps([user, endpoint, model, body], sort_keys=True, default=str)

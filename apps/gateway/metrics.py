@@ -103,7 +103,8 @@ class GatewayMetrics:
         self.shadow_requests = counter("conductor_shadow_requests_total", "Copies sent to a rollout's shadow "
                                        "backend, by how its answer compared.", ("model", "outcome"))
         self.cache_requests = counter("conductor_cache_requests_total", "Cacheable requests, by outcome (hit, "
-                                      "miss).", ("model", "outcome"))
+                                      "miss, bypass: Cache-Control no-cache; semantic_*: the semantic cache).",
+                                      ("model", "outcome"))
         self.cache_hits = counter("conductor_cache_hits_total", "Responses served from the exact-match cache.", ("model",))
 
     def render(self) -> bytes:

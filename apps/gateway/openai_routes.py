@@ -22,6 +22,7 @@ from apps.gateway.cache import cache_key
 from apps.gateway.router import RoutedModel, Unanswered, call_deployment
 from apps.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from apps.gateway.schemas import validate as _validate
+from apps.gateway.stream_cache import StreamAssembler, as_chunks
 from deployments.engines.base import EngineError
 
 BACKEND_HEADER = "x-conductor-backend"
@@ -231,17 +232,10 @@ async def _failed(gw: Any, call: Call, model: RoutedModel, endpoint: str, e: Eng
 
 
 async def whole_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[str, Any], call: Call) -> Response:
-    key = cache_key(endpoint, model.config.id, req, call.user)
-    hit = await gw.cache.get(key)
-    if key is not None:
-        gw.metrics.cache_requests.inc(model=model.config.id, outcome="hit" if hit is not None else "miss")
-    if hit is not None:
-        gw.metrics.cache_hits.inc(model=model.config.id)
-        await gw.accounting.finish(call, model.config.id, hit[0], endpoint, *_usage(hit[1]), cache="hit")
-        return JSONResponse(hit[1], headers={BACKEND_HEADER: hit[0], "x-conductor-cache": "hit"})
-    vector, similar = await _semantic_lookup(gw, model, endpoint, req, call)
-    if similar is not None:
-        return similar
+    key, vector, cached = await _from_cache(gw, model, endpoint, req, call)
+    if cached is not None:
+        backend_name, answer, headers = cached
+        return JSONResponse(answer, headers={BACKEND_HEADER: backend_name, **headers})
     try:
         backend, resp = await _generate_choices(gw, model, endpoint, req, call.route_user)
     except EngineError as e:
@@ -250,16 +244,46 @@ async def whole_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[s
     conform(resp, endpoint)
     n_in, n_out = _usage(resp)
     await account(gw, call, model, backend.name, endpoint, n_in, n_out)
-    await gw.cache.put(key, backend.name, resp)
-    if vector is not None:
-        await _semantic_store(gw, vector, model, endpoint, req, call, backend.name, resp)
-    cached = key is not None or vector is not None
-    headers = {BACKEND_HEADER: backend.name, **({"x-conductor-cache": "miss"} if cached else {})}
+    await _keep(gw, key, vector, model, endpoint, req, call, backend.name, resp)
+    cached_kind = key is not None or vector is not None
+    headers = {BACKEND_HEADER: backend.name, **({"x-conductor-cache": "miss"} if cached_kind else {})}
     return JSONResponse(resp, headers=headers)
 
 
+Cached = tuple[str, dict[str, Any], dict[str, str]]  # (backend, the whole answer, the x-conductor-cache headers)
+
+
+async def _from_cache(gw: Any, model: RoutedModel, endpoint: str, req: dict[str, Any], call: Call
+                      ) -> tuple[str | None, list[float] | None, Cached | None]:
+    """(the exact cache's key and the prompt's vector, under which a fresh answer is kept, each None where that
+    cache does not apply; the cached answer, or None). A hit is settled here, at its tokens, as a cached answer.
+    Streamed or whole, a request has one key: the caches hold whole answers and a stream replays one."""
+    if not call.cache_write and not call.cache_read:  # `Cache-Control: no-cache, no-store`: the caches are not met
+        return None, None, None
+    key = cache_key(endpoint, model.config.id, req, call.user)
+    hit = await gw.cache.get(key) if call.cache_read else None
+    if key is not None:
+        gw.metrics.cache_requests.inc(model=model.config.id, outcome="hit" if hit is not None else
+                                      "miss" if call.cache_read else "bypass")
+    if hit is not None:
+        gw.metrics.cache_hits.inc(model=model.config.id)
+        await gw.accounting.finish(call, model.config.id, hit[0], endpoint, *_usage(hit[1]), cache="hit")
+        return key, None, (hit[0], hit[1], {"x-conductor-cache": "hit"})
+    vector, similar = await _semantic_lookup(gw, model, endpoint, req, call)
+    if not call.cache_write:
+        return None, None, similar
+    return key, vector, similar
+
+
+async def _keep(gw: Any, key: str | None, vector: list[float] | None, model: RoutedModel, endpoint: str,
+                req: dict[str, Any], call: Call, backend: str, resp: dict[str, Any]) -> None:
+    await gw.cache.put(key, backend, resp)
+    if vector is not None:
+        await _semantic_store(gw, vector, model, endpoint, req, call, backend, resp)
+
+
 async def _semantic_lookup(gw: Any, model: RoutedModel, endpoint: str, req: dict[str, Any], call: Call
-                           ) -> tuple[list[float] | None, Response | None]:
+                           ) -> tuple[list[float] | None, Cached | None]:
     """(the prompt's vector to store the answer under, or None; the cached answer of a prompt that means the same,
     or None). A cache that fails (the embedder restarting) costs a miss, never the request."""
     sem, mid = gw.semantic, model.config.id
@@ -271,14 +295,14 @@ async def _semantic_lookup(gw: Any, model: RoutedModel, endpoint: str, req: dict
         gw.metrics.cache_requests.inc(model=mid, outcome="semantic_error")
         log.warning("semantic cache lookup failed (%s); answering without it", type(e).__name__)
         return None, None
-    if found is None:
-        gw.metrics.cache_requests.inc(model=mid, outcome="semantic_miss")
+    if found is None or not call.cache_read:
+        gw.metrics.cache_requests.inc(model=mid, outcome="semantic_miss" if call.cache_read else "semantic_bypass")
         return vector, None
     backend, answer, similarity = found
     gw.metrics.cache_requests.inc(model=mid, outcome="semantic")
     await gw.accounting.finish(call, mid, backend, endpoint, *_usage(answer), cache="semantic")
-    return vector, JSONResponse(answer, headers={BACKEND_HEADER: backend, "x-conductor-cache": "semantic",
-                                                 "x-conductor-cache-similarity": f"{similarity:.4f}"})
+    return vector, (backend, answer, {"x-conductor-cache": "semantic",
+                                      "x-conductor-cache-similarity": f"{similarity:.4f}"})
 
 
 async def _semantic_store(gw: Any, vector: list[float], model: RoutedModel, endpoint: str, req: dict[str, Any],
@@ -324,16 +348,34 @@ def conform(resp: dict[str, Any], endpoint: str) -> dict[str, Any]:
     return resp
 
 
+def sse(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+def _replayed(cached: Cached, endpoint: str, with_usage: bool) -> StreamingResponse:
+    """A cached whole answer, sent as the stream that was asked for."""
+    backend, answer, headers = cached
+    body = b"".join(sse(c) for c in as_chunks(answer, endpoint, with_usage)) + b"data: [DONE]\n\n"
+
+    async def once() -> AsyncIterator[bytes]:
+        yield body
+
+    return StreamingResponse(once(), media_type="text/event-stream",
+                             headers={BACKEND_HEADER: backend, "cache-control": "no-cache", **headers})
+
+
 async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[str, Any], call: Call) -> Response:
+    wants_usage = bool((req.get("stream_options") or {}).get("include_usage"))
+    key, vector, cached = await _from_cache(gw, model, endpoint, req, call)
+    if cached is not None:
+        return _replayed(cached, endpoint, wants_usage)
     try:
         backend, first, rest, deadline = await gw.router.open_stream(model, endpoint, req, call.route_user)
     except EngineError as e:
         return await _failed(gw, call, model, endpoint, e)
     mid = model.config.id
-    wants_usage = bool((req.get("stream_options") or {}).get("include_usage"))
-
-    def sse(obj: dict[str, Any]) -> bytes:
-        return b"data: " + json.dumps(obj).encode() + b"\n\n"
+    # A greedy stream that ends by itself is kept whole, as a whole answer would be (stream_cache.py).
+    whole = StreamAssembler(endpoint) if key is not None or vector is not None else None
 
     async def events() -> AsyncIterator[bytes]:
         n_in = n_out = 0
@@ -366,6 +408,8 @@ async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[
                 for chunk in batch:  # OpenAI chunks only: backends raise their typed failures (router.py)
                     chunk["model"] = mid
                     conform(chunk, endpoint)
+                    if whole is not None:
+                        whole.add(chunk)
                     if chunk.get("usage"):
                         n_in, n_out = _usage(chunk)
                         if not wants_usage:  # counted for metrics and cost; sent only when asked for, as OpenAI does
@@ -396,6 +440,9 @@ async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[
         await _aclose(batches)
         await gw.router.release(backend)
         await account(gw, call, model, backend.name, endpoint, n_in, n_out, status)
+        answer = whole.whole() if whole is not None and status == 200 else None
+        if answer is not None:
+            await _keep(gw, key, vector, model, endpoint, req, call, backend.name, conform(answer, endpoint))
 
     once: list[bool] = []
 
@@ -407,7 +454,8 @@ async def stream_response(gw: Any, model: RoutedModel, endpoint: str, req: dict[
 
     return ClosingStreamingResponse(events(), media_type="text/event-stream",
                                     background=BackgroundTask(if_never_read),
-                                    headers={BACKEND_HEADER: backend.name, "cache-control": "no-cache"})
+                                    headers={BACKEND_HEADER: backend.name, "cache-control": "no-cache",
+                                             **({"x-conductor-cache": "miss"} if whole is not None else {})})
 
 
 class ClosingStreamingResponse(StreamingResponse):

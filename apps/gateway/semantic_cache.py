@@ -1,9 +1,9 @@
-"""Semantic cache: a whole (not streamed) answer reused for a later prompt that means the same.
+"""Semantic cache: an answer reused for a later prompt that means the same (kept whole; a stream replays it).
 
 The prompt's text is embedded by the Embedder deployment; its nearest cached prompt in Qdrant (in memory per
 replica, or a configured server shared by replicas), within the same scope (the user, or `shared`), model and
 parameters (everything but the messages must be equal), newer than `ttl_s` and at least `threshold` cosine
-similar, gives its answer. Off for temperature > 0 and for tools unless configured; never for streams or n > 1.
+similar, gives its answer. Off for temperature > 0 and for tools unless configured; never for n > 1.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class SemanticCache:
         cfg = self.cfg
         if not cfg.enabled or (cfg.models and model_id not in cfg.models):
             return False
-        if req.get("stream") or int(req.get("n") or 1) != 1:
+        if int(req.get("n") or 1) != 1:
             return False
         if req.get("tools") and not cfg.allow_tools:
             return False

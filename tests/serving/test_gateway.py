@@ -35,9 +35,9 @@ def test_chat_streaming_sends_only_new_tokens(serve_stack):
         max_tokens=40, temperature=0, stream=True)
     pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
     assert len(pieces) >= 2
-    whole = serve_stack.client().chat.completions.create(
+    whole = serve_stack.client().chat.completions.create(  # generated again, not the stream's cached answer
         model="smollm2", messages=[{"role": "user", "content": "Count from one to ten."}],
-        max_tokens=40, temperature=0)
+        max_tokens=40, temperature=0, extra_headers={"cache-control": "no-cache"})
     # Deltas are increments, not the cumulative text: joined they equal the greedy non-streamed answer.
     assert "".join(pieces) == whole.choices[0].message.content
 
