@@ -70,7 +70,9 @@ def _api_llm_once(h, n_tokens: int) -> tuple[float, float, float]:
             "stream": True, "stream_options": {"include_usage": True}}
     t0 = time.perf_counter()
     first, usage = None, None
-    with h.stream("POST", "/v1/chat/completions", json=body) as r:
+    # The same greedy request each run: generated each time, never the exact cache's replay of the first.
+    with h.stream("POST", "/v1/chat/completions", json=body, headers={"cache-control": "no-cache, no-store"}) as r:
+        assert r.headers.get("x-conductor-cache") is None, r.headers
         for line in r.iter_lines():
             if first is None and line.startswith("data: {") and '"content": "' in line:
                 first = time.perf_counter()
