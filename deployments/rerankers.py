@@ -141,7 +141,10 @@ class HttpRerankModel(_ScoredByGroup):
     """A rerank service over HTTP. Pairs go PAIRS_PER_CALL to a call, as in-process, so a caller who leaves stops
     the scoring within one call; a reranker's score is per pair, so splitting a list does not change the scores."""
 
-    def __init__(self, url: str, model: str | None = None, api_key: str | None = None, timeout_s: float = 60.0):
+    def __init__(self, url: str, model: str | None = None, api_key: str | None = None, timeout_s: float = 60.0,
+                 http: Any = None):
+        """`http`: an OpenAIHTTP client for the URL's host to send through instead of a plain one (the gateway's
+        own client, which says which user a RAG search is for)."""
         from deployments.openai_http import OpenAIHTTP
 
         parts = urlsplit(url)
@@ -152,7 +155,7 @@ class HttpRerankModel(_ScoredByGroup):
         self.where, self.model = f"{parts.scheme}://{parts.hostname}{port}", model
         self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._secret = api_key or ""
-        self._http = OpenAIHTTP(self.where, api_key, timeout_s)
+        self._http = http if http is not None else OpenAIHTTP(self.where, api_key, timeout_s)
 
     def _score(self, question: str, passages: list[str]) -> list[tuple[int, float]]:
         import httpx

@@ -42,10 +42,14 @@ def rag_rerank_model(config: ConductorConfig) -> Any:
     if cfg.reranker is None:
         return None
     if cfg.reranker == "gateway" and config.reranker is not None:
-        from apps.client import serve_base_url
+        from apps.client import ConductorClient
+        from deployments.rerankers import HttpRerankModel
 
-        return open_rerank_model(serve_base_url(config) + "/v1/rerank", config.reranker.id,
-                                 config.server.internal_api_key, timeout_s=cfg.reranker_timeout_s)
+        # The app's own client of the gateway: it names the user each search is for (x-conductor-user), so a
+        # rerank is that user's request in the spend log and their limits, as the answer's chat request is.
+        client = ConductorClient.for_config(config, timeout=cfg.reranker_timeout_s)
+        return HttpRerankModel(client.base_url + "/v1/rerank", config.reranker.id, config.server.internal_api_key,
+                               cfg.reranker_timeout_s, http=client)
     return open_rerank_model(cfg.reranker, cfg.reranker_model, read_secret(cfg.reranker_api_key_env),
                              cfg.reranker_threads, cfg.reranker_timeout_s)
 

@@ -4,6 +4,7 @@ configures (tests/rag/rerank_model.py), and RAG's searches with `rag.reranker: g
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -122,6 +123,18 @@ def test_rag_search_with_rerank_goes_through_the_gateways_reranker(serve_stack):
         assert after > before  # the RAG app asked the gateway's reranker
         plain = c.post("/v1/rag/rerank-kb/search", json={"question": QUERY, "k": 3})
         assert plain.status_code == 200 and _rerank_requests(c) == after
+    # The rerank was the tester's request, as the search was: in their spend, not the internal key's.
+    from tests.stack import ADMIN_KEY
+
+    def users() -> set[str]:
+        with serve_stack.http(ADMIN_KEY) as h:
+            rows = h.get("/v1/spend", params={"group_by": "user,model"}).json()["data"]
+        return {r["user"] for r in rows if r["model"] == "test-reranker"}
+
+    deadline = time.monotonic() + 30  # rows are written by a background thread, in batches
+    while "tester" not in users() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "tester" in users() and "conductor-internal" not in users()
 
 
 def test_the_readmes_rerank_example_runs_as_written(serve_stack):
