@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-_LOGPROB_LISTS = ("tokens", "token_logprobs", "top_logprobs", "text_offset")  # /v1/completions' logprobs
-
-
 class StreamAssembler:
     """Fed every chunk of one stream (OpenAI's chat.completion.chunk or text_completion), in order; `whole()` is the
     answer they make, or None when they did not make a finished one."""
