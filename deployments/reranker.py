@@ -26,6 +26,7 @@ class Reranked:
 
     scores: list[float]
     error: str = ""
+    tokens: int = 0  # what the model read, for usage and the caller's token limits (0: it did not say)
 
 
 class Reranker:
@@ -45,7 +46,8 @@ class Reranker:
             return Reranked([], self.error)
         stop = threading.Event()
         try:
-            return Reranked(await asyncio.to_thread(self.model.score, query, documents, stop))
+            scores, tokens = await asyncio.to_thread(self.model.score_counted, query, documents, stop)
+            return Reranked(scores, tokens=tokens)
         except RerankerUnavailable as e:
             return Reranked([], str(e))
         except asyncio.CancelledError:

@@ -57,6 +57,10 @@ class RerankModel(Protocol):
     def score(self, question: str, passages: list[str], stop: threading.Event | None = None) -> list[float]:
         """One relevance score per passage, higher = more relevant; RerankCancelled once `stop` is set."""
 
+    def score_counted(self, question: str, passages: list[str], stop: threading.Event | None = None
+                      ) -> tuple[list[float], int]:
+        """`score`, and the tokens the model read (0 where it does not say: a rerank API that reports none)."""
+
 
 class CrossEncoderModel:
     def __init__(self, path: str):
@@ -65,25 +69,42 @@ class CrossEncoderModel:
         self.model = CrossEncoder(path, device="cpu")
 
     def score(self, question: str, passages: list[str], stop: threading.Event | None = None) -> list[float]:
+        return self.score_counted(question, passages, stop)[0]
+
+    def score_counted(self, question: str, passages: list[str], stop: threading.Event | None = None
+                      ) -> tuple[list[float], int]:
         pairs = [(_cut(question, MAX_QUESTION_BYTES), _cut(p, MAX_PASSAGE_BYTES)) for p in passages]
-        return [float(s) for part in _groups(len(pairs), stop) for s in self.model.predict(pairs[part])]
+        scores, tokens = [], 0
+        for part in _groups(len(pairs), stop):
+            scores += [float(s) for s in self.model.predict(pairs[part])]
+            # The model's own tokenizer, truncated as predict truncates: what the model read.
+            q, p = zip(*pairs[part])
+            tokens += sum(map(len, self.model.tokenizer(list(q), list(p), truncation=True)["input_ids"]))
+        return scores, tokens
 
 
 class _ScoredByGroup:
     """`score` for a model that answers a group of pairs as (index in the group, score) pairs, in any order."""
 
     def score(self, question: str, passages: list[str], stop: threading.Event | None = None) -> list[float]:
-        scores = [math.nan] * len(passages)
+        return self.score_counted(question, passages, stop)[0]
+
+    def score_counted(self, question: str, passages: list[str], stop: threading.Event | None = None
+                      ) -> tuple[list[float], int]:
+        scores, tokens = [math.nan] * len(passages), 0
         for part in _groups(len(passages), stop):
-            for i, score in self._score(question, passages[part]):
+            pairs, read = self._score(question, passages[part])
+            tokens += read
+            for i, score in pairs:
                 scores[part.start + i] = score
         unusable = sum(not math.isfinite(s) for s in scores)  # a passage left out, or a NaN: no order can be made
         if unusable:
             raise RerankerUnavailable(f"the reranker gave no usable score for {unusable} of the {len(passages)} "
                                       "passages")
-        return scores
+        return scores, tokens
 
-    def _score(self, question: str, passages: list[str]) -> list[tuple[int, float]]:
+    def _score(self, question: str, passages: list[str]) -> tuple[list[tuple[int, float]], int]:
+        """((index in `passages`, score) pairs in any order, the tokens read)."""
         raise NotImplementedError
 
 
@@ -112,8 +133,8 @@ class LlamaCppRerankModel(_ScoredByGroup):
             raise RerankerUnavailable(f"llama.cpp could not load {Path(path).name} as a reranker (a reranker GGUF "
                                       "has a classification head; the server log has llama.cpp's reason)") from e
 
-    def _score(self, question: str, passages: list[str]) -> list[tuple[int, float]]:
-        """(index in `passages`, score) pairs: llama.cpp answers best first."""
+    def _score(self, question: str, passages: list[str]) -> tuple[list[tuple[int, float]], int]:
+        """llama.cpp answers best first, with the tokens it read as `usage`."""
         try:
             out = self.server.handle_rerank({"query": _cut(question, MAX_QUESTION_BYTES), "top_n": len(passages),
                                              "documents": [_cut(p, MAX_PASSAGE_BYTES) for p in passages]})
@@ -123,7 +144,7 @@ class LlamaCppRerankModel(_ScoredByGroup):
             err = out.get("error") if isinstance(out, dict) else out
             msg = err.get("message", err) if isinstance(err, dict) else err
             raise RerankerUnavailable(f"llama.cpp's rerank failed: {str(msg)[:200]}")
-        return [(int(r["index"]), float(r["relevance_score"])) for r in out["results"]]
+        return [(int(r["index"]), float(r["relevance_score"])) for r in out["results"]], _tokens(out)
 
 
 def has_rank_head(path: str) -> bool:
@@ -157,7 +178,7 @@ class HttpRerankModel(_ScoredByGroup):
         self._secret = api_key or ""
         self._http = http if http is not None else OpenAIHTTP(self.where, api_key, timeout_s)
 
-    def _score(self, question: str, passages: list[str]) -> list[tuple[int, float]]:
+    def _score(self, question: str, passages: list[str]) -> tuple[list[tuple[int, float]], int]:
         import httpx
 
         from deployments.engines.base import redact
@@ -176,9 +197,10 @@ class HttpRerankModel(_ScoredByGroup):
                                       f"{redact(e.message, (self._secret,))[:200]}") from None
         return self._results(r, len(passages))
 
-    def _results(self, r: Any, n: int) -> list[tuple[int, float]]:
-        """(index, score) from Cohere/Jina's `{results: [{index, relevance_score}]}` or TEI's `[{index, score}]`;
-        anything else, or an index out of range, is the service's fault."""
+    def _results(self, r: Any, n: int) -> tuple[list[tuple[int, float]], int]:
+        """(index, score) from Cohere/Jina's `{results: [{index, relevance_score}]}` or TEI's `[{index, score}]`,
+        and the tokens it says it read (Jina's, vLLM's and llama.cpp's `usage`; 0 from Cohere and TEI); anything
+        else, or an index out of range, is the service's fault."""
         try:
             data = r.json()
             rows = data["results"] if isinstance(data, dict) else data
@@ -187,7 +209,16 @@ class HttpRerankModel(_ScoredByGroup):
             raise RerankerUnavailable(f"the reranker at {self.where} answered in an unknown shape") from None
         if any(not 0 <= i < n for i, _ in out):
             raise RerankerUnavailable(f"the reranker at {self.where} answered an index outside the {n} documents")
-        return out
+        return out, _tokens(data)
+
+
+def _tokens(answer: Any) -> int:
+    """`usage.total_tokens` (or `prompt_tokens`) of a rerank answer; 0 where it has none or a nonsense one."""
+    usage = answer.get("usage") if isinstance(answer, dict) else None
+    if not isinstance(usage, dict):
+        return 0
+    value = usage.get("total_tokens", usage.get("prompt_tokens"))
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31 else 0
 
 
 _loaded: dict[tuple[str, int], RerankModel] = {}

@@ -2,7 +2,8 @@
 (deployments/reranker.py).
 
 Cohere's and Jina's protocol, which LiteLLM's proxy also speaks: `{model, query, documents, top_n,
-return_documents}` -> `{id, model, results: [{index, relevance_score, document?}]}`, best first. Without a
+return_documents}` -> `{id, model, results: [{index, relevance_score, document?}], usage}`, best first; `usage`
+counts the tokens the model read, charged to the caller as input tokens. Without a
 configured reranker the route answers 404 (no such model), as an unknown model does.
 """
 
@@ -56,9 +57,12 @@ async def rerank_response(gw: Any, parsed: RerankRequest, call: Call) -> Respons
         return JSONResponse(error_body(result.error, "service_unavailable"), status_code=503)
     gw.metrics.requests.inc(model=cfg.id, backend=BACKEND, endpoint="rerank", status="ok")
     gw.metrics.latency.observe(time.perf_counter() - call.t0, model=cfg.id, backend=BACKEND, endpoint="rerank")
-    await gw.accounting.finish(call, cfg.id, BACKEND, "rerank", 0, 0)
+    gw.metrics.tokens_in.inc(result.tokens, model=cfg.id, backend=BACKEND)
+    await gw.accounting.finish(call, cfg.id, BACKEND, "rerank", result.tokens, 0)
     order = sorted(range(len(texts)), key=lambda i: -result.scores[i])[:parsed.top_n or len(texts)]
     results = [{"index": i, "relevance_score": result.scores[i],
                 **({"document": {"text": texts[i]}} if parsed.return_documents else {})} for i in order]
-    return JSONResponse({"id": f"rerank-{secrets.token_hex(12)}", "model": cfg.id, "results": results},
-                        headers={"x-conductor-backend": BACKEND})
+    # Jina's, vLLM's and llama.cpp's servers report `usage` so; Cohere's SDK reads past it.
+    usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
+    return JSONResponse({"id": f"rerank-{secrets.token_hex(12)}", "model": cfg.id, "results": results,
+                         "usage": usage}, headers={"x-conductor-backend": BACKEND})

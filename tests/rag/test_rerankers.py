@@ -34,6 +34,36 @@ def test_a_gguf_reranker_scores_each_passage_in_its_place(rank_gguf):
     assert len(scores) == len(PASSAGES) and len(set(scores)) == len(PASSAGES)  # the model's, one each
     # llama.cpp answers best first; each score must come back to the passage it belongs to
     assert model.score(question, PASSAGES[::-1]) == pytest.approx(scores[::-1], abs=1e-5)
+    counted, tokens = model.score_counted(question, PASSAGES)
+    assert counted == pytest.approx(scores, abs=1e-5)
+    one = model.score_counted(question, PASSAGES[:1])[1]
+    assert 0 < one < tokens  # llama.cpp's own count of what it read: more passages, more tokens
+
+
+def test_a_cross_encoder_folder_scores_each_passage_and_counts_what_it_read(tmp_path):
+    """A sentence-transformers CrossEncoder by path (here a one-layer BERT with random weights and a vocabulary of
+    the test's words, saved as Hugging Face saves one): its scores, in each passage's place, and the tokens of
+    each (question, passage) pair as its own tokenizer makes them."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    from deployments.rerankers import CrossEncoderModel, load_rerank_model
+
+    question = "what is the capital of France?"
+    words = {w for t in [question, *PASSAGES] for w in t.lower().replace("?", " ?").replace(".", " .").split()}
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words)]
+    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(vocab_size=len(words) + 5, hidden_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=64, num_labels=1)
+                                  ).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model = load_rerank_model(str(tmp_path))
+    assert isinstance(model, CrossEncoderModel)
+    scores, tokens = model.score_counted(question, PASSAGES)
+    assert len(set(scores)) == len(PASSAGES)
+    assert model.score(question, PASSAGES[::-1]) == pytest.approx(scores[::-1], abs=1e-5)
+    assert tokens == sum(len(tokenizer(question, p)["input_ids"]) for p in PASSAGES)
 
 
 def test_a_long_question_and_a_dense_script_passage_still_fit_the_reranker(rank_gguf):
@@ -205,7 +235,7 @@ def test_a_rerank_url_is_asked_in_cohere_shape_and_its_bad_answers_are_the_servi
     svc = FakeRerankAPI(cohere)
     try:
         model = open_rerank_model(svc.url + "/v1/rerank?api-version=2", "rerank-english-v3.0", "secret-key-12345")
-        assert model.score("q", PASSAGES) == [float(len(p)) for p in PASSAGES]
+        assert model.score_counted("q", PASSAGES) == ([float(len(p)) for p in PASSAGES], 0)  # Cohere counts none
         path, body, auth = svc.sent[0]
         assert path == "/v1/rerank?api-version=2" and auth == "Bearer secret-key-12345"
         assert body == {"query": "q", "documents": PASSAGES[:PAIRS_PER_CALL], "top_n": PAIRS_PER_CALL,
@@ -231,6 +261,15 @@ def test_a_rerank_url_is_asked_in_cohere_shape_and_its_bad_answers_are_the_servi
         assert open_rerank_model(tei.url + "/rerank").score("q", PASSAGES[:2]) == [0.1, 0.9]
     finally:
         tei.close()
+
+    for usage, tokens in (({"total_tokens": 37}, 37), ({"prompt_tokens": 12}, 12), ({"total_tokens": "many"}, 0),
+                          ({"total_tokens": -5}, 0), ([], 0)):  # Jina's and vLLM's usage; nonsense counts nothing
+        jina = FakeRerankAPI(lambda body, usage=usage: (200, {"results": [{"index": 0, "relevance_score": 0.5}],
+                                                               "usage": usage}))
+        try:
+            assert open_rerank_model(jina.url + "/rerank").score_counted("q", PASSAGES[:1]) == ([0.5], tokens)
+        finally:
+            jina.close()
 
     from tests.conftest import free_port
 

@@ -38,7 +38,8 @@ def test_rerank_scores_each_document_with_the_served_model(serve_stack):
         assert scores == sorted(scores, reverse=True)  # best first
         assert all(x["document"]["text"] == DOCS[x["index"]] for x in results)
         # each score belongs to its document: the same model in this process gives the same numbers
-        local = load_rerank_model(serve_stack.config.reranker.model).score(QUERY, DOCS)
+        local, tokens = load_rerank_model(serve_stack.config.reranker.model).score_counted(QUERY, DOCS)
+        assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens} and tokens > 0
         assert [x["relevance_score"] for x in sorted(results, key=lambda x: x["index"])] == pytest.approx(local,
                                                                                                         abs=1e-4)
         top = c.post("/v1/rerank", json={"query": QUERY, "documents": [{"text": d} for d in DOCS], "top_n": 2})
