@@ -76,6 +76,8 @@ class LlamaCppEngine(Engine):
             code = int(err.get("code", 500)) if isinstance(err, dict) else 500
             msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
             raise EngineError(code, msg, "invalid_request_error" if 400 <= code < 500 else "server_error")
+        if isinstance(result, dict):
+            result.pop("timings", None)  # llama.cpp's own speed report: not OpenAI's, and not the caller's business
         return result
 
     async def chat(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ def test_llamacpp_chat_stream_and_usage(llamacpp):
     assert text == whole["choices"][0]["message"]["content"]
     assert any(c.get("usage") for c in chunks)  # the final chunk carries usage for metrics
     assert whole["usage"]["completion_tokens"] <= 12
+    assert not any("timings" in c for c in [*chunks, whole])  # OpenAI's objects only: llama.cpp's extras stay in
 
 
 def test_llamacpp_json_schema_constrains_output(llamacpp):
