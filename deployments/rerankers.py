@@ -165,7 +165,7 @@ class HttpRerankModel(_ScoredByGroup):
     def __init__(self, url: str, model: str | None = None, api_key: str | None = None, timeout_s: float = 60.0,
                  http: Any = None):
         """`http`: an OpenAIHTTP client for the URL's host to send through instead of a plain one (the gateway's
-        own client, which says which user a RAG search is for)."""
+        own client, which says which user a RAG search is for); `timeout_s` holds for each call either way."""
         from deployments.openai_http import OpenAIHTTP
 
         parts = urlsplit(url)
@@ -175,7 +175,7 @@ class HttpRerankModel(_ScoredByGroup):
         # Host and port only: a user:password in the URL must not reach an error message.
         self.where, self.model = f"{parts.scheme}://{parts.hostname}{port}", model
         self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._secret = api_key or ""
+        self._secret, self._timeout_s = api_key or "", timeout_s
         self._http = http if http is not None else OpenAIHTTP(self.where, api_key, timeout_s)
 
     def _score(self, question: str, passages: list[str]) -> tuple[list[tuple[int, float]], int]:
@@ -189,7 +189,7 @@ class HttpRerankModel(_ScoredByGroup):
         if self.model:
             body["model"] = self.model
         try:
-            r = self._http.response("POST", self.path, json=body)
+            r = self._http.response("POST", self.path, json=body, timeout=self._timeout_s)
         except httpx.HTTPError as e:
             raise RerankerUnavailable(f"the reranker at {self.where} did not answer ({type(e).__name__})") from None
         except APIStatusError as e:  # redacted before it is cut, so no part of a key survives at the cut

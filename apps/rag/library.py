@@ -32,9 +32,10 @@ def _parsed(path: str, mtime_ns: int, size: int, pdf_limits: str) -> Any:
     return parse_bytes(Path(path).read_bytes(), path, json.loads(pdf_limits))
 
 
-def rag_rerank_model(config: ConductorConfig) -> Any:
+def rag_rerank_model(config: ConductorConfig, gateway: Any = None) -> Any:
     """The model `rag.reranker` names (deployments/rerankers.py): None, `gateway` (the reranker this server serves
-    at /v1/rerank, called with the internal key), a rerank URL, or a file or folder loaded in this process."""
+    at /v1/rerank, asked through `gateway`, the service's own client of it), a rerank URL, or a file or folder
+    loaded in this process."""
     from deployments.rerankers import open_rerank_model
     from deployments.secrets import read_secret
 
@@ -42,14 +43,12 @@ def rag_rerank_model(config: ConductorConfig) -> Any:
     if cfg.reranker is None:
         return None
     if cfg.reranker == "gateway" and config.reranker is not None:
-        from apps.client import ConductorClient
         from deployments.rerankers import HttpRerankModel
 
-        # The app's own client of the gateway: it names the user each search is for (x-conductor-user), so a
-        # rerank is that user's request in the spend log and their limits, as the answer's chat request is.
-        client = ConductorClient.for_config(config, timeout=cfg.reranker_timeout_s)
-        return HttpRerankModel(client.base_url + "/v1/rerank", config.reranker.id, config.server.internal_api_key,
-                               cfg.reranker_timeout_s, http=client)
+        # The client the answers' chat requests go through: it names the user each search is for
+        # (x-conductor-user), so a rerank is that user's request in the spend log and their limits.
+        return HttpRerankModel(gateway.base_url + "/v1/rerank", config.reranker.id, config.server.internal_api_key,
+                               cfg.reranker_timeout_s, http=gateway)
     return open_rerank_model(cfg.reranker, cfg.reranker_model, read_secret(cfg.reranker_api_key_env),
                              cfg.reranker_threads, cfg.reranker_timeout_s)
 
@@ -88,7 +87,9 @@ class RagService:
     @property
     def reranker(self) -> Reranker:
         if self._reranker is None:
-            self._reranker = Reranker(rag_rerank_model(self.config), self.sparse, self.cfg.rerank_lexical_weight)
+            gateway = self.client if self.cfg.reranker == "gateway" else None
+            self._reranker = Reranker(rag_rerank_model(self.config, gateway), self.sparse,
+                                      self.cfg.rerank_lexical_weight)
         return self._reranker
 
     def close(self) -> None:
